@@ -1,0 +1,244 @@
+"""Env files: where the hosts and every setting of a deployment live.
+
+An env file is a dotenv file under ``env/`` (``env/sandbox.env`` by default). Another one is
+chosen with ``SWARMHUB_ENV=<name or path>``: a bare name means ``env/<name>.env``.
+
+Everything is validated before any host is touched: a malformed line, an unknown key, a
+missing required key or a bad value ends the task with one line naming the file, the key and
+what to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+
+from swarmhub.errors import SwarmhubError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_DIR = PROJECT_ROOT / "env"
+DEFAULT_ENV = "sandbox"
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$"
+)
+
+ROLES = ("hub", "node", "proxy")
+# Roles that one host may hold together. User servers never run on the hub, and the
+# public proxy is not a place for students' kernels.
+SHAREABLE_ROLES = {frozenset({"hub", "proxy"})}
+
+
+# --- value parsers: each takes the raw string and returns the value or raises ValueError ---
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _hostname(value: str) -> str:
+    value = value.strip()
+    if not _HOSTNAME.match(value):
+        raise ValueError(f"{value!r} is not a host name")
+    return value
+
+
+def _hostnames(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not names:
+        raise ValueError("needs at least one host name")
+    for name in names:
+        _hostname(name)
+    if len(set(names)) != len(names):
+        raise ValueError("lists a host twice")
+    return names
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"{port} is not a TCP port")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{number} is not a positive number")
+    return number
+
+
+def _path(value: str) -> Path | None:
+    value = value.strip()
+    if not value:
+        return None
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _subnet(value: str) -> ipaddress.IPv4Network:
+    network = ipaddress.IPv4Network(value.strip(), strict=True)
+    if network.prefixlen > 24:
+        raise ValueError(f"{network} is too small: use a /24 or larger")
+    return network
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        value = value.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _name(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", value):
+        raise ValueError(f"{value!r} must be lower-case letters, digits, '-', '_' or '.'")
+    return value
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting an env file may hold."""
+
+    parse: Callable[[str], Any]
+    default: str | None  # None: required
+    help: str
+
+
+SCHEMA: dict[str, Key] = {
+    # Hosts and their roles
+    "HUB_HOST": Key(_hostname, None, "the Hub host: swarm manager, JupyterHub, culler"),
+    "NODE_HOSTS": Key(_hostnames, None, "the Node hosts, comma-separated: users' servers"),
+    "PROXY_HOST": Key(_hostname, None, "the public Proxy host: nginx with TLS"),
+    # How the provisioner reaches them
+    "SSH_USER": Key(_text, "admin", "the admin user on every host (sudo without password)"),
+    "SSH_PORT": Key(_port, "22", "the SSH port of every host"),
+    "SSH_KEY": Key(_path, "", "private key for SSH; empty: your agent and ~/.ssh"),
+    "SSH_CONFIG": Key(_path, "", "an ssh_config file naming the hosts; empty: ~/.ssh/config"),
+    "EXTRA_CA_BUNDLE": Key(_path, "", "PEM bundle of extra CAs the hosts and builds trust"),
+    # The sandbox: fake VMs on this machine
+    "SANDBOX_NAME": Key(_name, "swarmhub", "labels the sandbox's containers, network, volumes"),
+    "SANDBOX_SUBNET": Key(_subnet, "10.231.0.0/24", "private address range of the sandbox"),
+    "SANDBOX_DIR": Key(_path, ".sandbox", "where the sandbox keeps its key and SSH config"),
+    "SANDBOX_PRIVILEGED": Key(_choice("auto", "yes", "no"), "auto", "run VMs --privileged"),
+    "SANDBOX_SUITE": Key(_name, "trixie", "the Debian release of the VMs"),
+    "SANDBOX_MIRROR": Key(_text, "http://deb.debian.org/debian", "Debian mirror for debootstrap"),
+    "SANDBOX_BASE_IMAGE": Key(_text, "", "pull this base image instead of debootstrap"),
+    "SANDBOX_BOOT_TIMEOUT": Key(_positive_int, "90", "seconds a VM may take to come up"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A validated env file."""
+
+    source: Path
+    values: dict[str, Any] = field(repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        key = name.upper()
+        if key in SCHEMA:
+            return self.values[key]
+        raise AttributeError(name)
+
+    @property
+    def hosts(self) -> dict[str, tuple[str, ...]]:
+        """Each host and its roles, in deployment order (hub, nodes, proxy)."""
+        roles: dict[str, list[str]] = {}
+        for host in (self.hub_host, *self.node_hosts, self.proxy_host):
+            roles.setdefault(host, [])
+        roles[self.hub_host].append("hub")
+        for node in self.node_hosts:
+            roles[node].append("node")
+        roles[self.proxy_host].append("proxy")
+        return {host: tuple(r) for host, r in roles.items()}
+
+    def role_of(self, host: str) -> tuple[str, ...]:
+        """The roles of ``host``, empty when the env file does not list it."""
+        return self.hosts.get(host, ())
+
+
+def env_path(name: str | None = None) -> Path:
+    """The env file named by ``name``, ``$SWARMHUB_ENV`` or the default (``sandbox``)."""
+    name = name or os.environ.get("SWARMHUB_ENV") or DEFAULT_ENV
+    if "/" in name or name.endswith(".env"):
+        path = Path(os.path.expanduser(name))
+        return path if path.is_absolute() else Path.cwd() / path
+    return ENV_DIR / f"{name}.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The raw key/value pairs of an env file, refusing malformed lines and repeated keys."""
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ENV_DIR.glob("*.env")))
+        raise SwarmhubError(
+            f"env file {path} not found: set SWARMHUB_ENV to one of {known} or to a file's path"
+        )
+    raw: dict[str, str] = {}
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            line = binding.original.line
+            if binding.error:
+                text = binding.original.string.strip()
+                raise SwarmhubError(
+                    f"{path}:{line}: cannot read {text!r}: write KEY=value, one per line"
+                )
+            if binding.key is None:
+                continue  # a comment or a blank line
+            if binding.value is None:
+                raise SwarmhubError(f"{path}:{line}: {binding.key} has no value: write KEY=value")
+            if binding.key in raw:
+                raise SwarmhubError(f"{path}:{line}: {binding.key} is set twice: keep one")
+            raw[binding.key] = binding.value
+    return raw
+
+
+def validate(raw: dict[str, str], source: Path) -> Settings:
+    """Check every key and value of an env file and return the settings."""
+    for key in raw:
+        if key not in SCHEMA:
+            hint = _closest(key)
+            raise SwarmhubError(
+                f"{source}: unknown setting {key}"
+                + (f": did you mean {hint}?" if hint else ": see env/example.env for the settings")
+            )
+    values: dict[str, Any] = {}
+    for key, spec in SCHEMA.items():
+        text = raw.get(key, spec.default)
+        if text is None or (spec.default is None and not text.strip()):
+            raise SwarmhubError(f"{source}: {key} is required ({spec.help}): add {key}=...")
+        try:
+            values[key] = spec.parse(text)
+        except ValueError as error:
+            raise SwarmhubError(f"{source}: {key}={text}: {error}") from None
+    settings = Settings(source=source, values=values)
+    for host, roles in settings.hosts.items():
+        if len(roles) > 1 and frozenset(roles) not in SHAREABLE_ROLES:
+            raise SwarmhubError(
+                f"{source}: {host} is both {' and '.join(roles)}: give each role its own host"
+            )
+    return settings
+
+
+def load(name: str | None = None) -> Settings:
+    """Read and validate the env file chosen by ``name`` or ``$SWARMHUB_ENV``."""
+    path = env_path(name)
+    return validate(read_env_file(path), path)
+
+
+def _closest(key: str) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, list(SCHEMA), n=1, cutoff=0.75)
+    return matches[0] if matches else None

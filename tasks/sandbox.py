@@ -1,0 +1,76 @@
+"""The sandbox: fake VMs on this machine to rehearse, teach and test the runbook."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from invoke import Context, task
+
+from swarmhub import settings as env_settings
+from swarmhub.errors import SwarmhubError
+from swarmhub.output import logger, table
+from swarmhub.sandbox import cluster
+
+
+@task(help={"nodes": "how many node VMs (default: those of NODE_HOSTS in the env file)"})
+def up(c: Context, nodes: int | None = None) -> None:
+    """Create the sandbox's VMs (hub, nodes, proxy) or start them; a second run changes nothing."""
+    settings = env_settings.load()
+    log = logger("sandbox")
+    vms = cluster.up(settings, nodes, log)
+    unlisted = [vm.name for vm in vms if vm.role == "node" and vm.name not in settings.node_hosts]
+    print(
+        table(
+            ["NAME", "ROLE", "ADDRESS", "ID"],
+            [[v.name, v.role, v.address, v.container_id[:12]] for v in vms],
+        )
+    )
+    if unlisted:
+        log(
+            f"{', '.join(unlisted)} not in NODE_HOSTS of {settings.source.name}: add them there "
+            "for the runbook to use them"
+        )
+    log(f"ready: try  fab -H {settings.hub_host} -- hostname")
+
+
+@task
+def status(c: Context) -> None:
+    """Show each VM of the sandbox: name, address, state, and whether SSH answers."""
+    settings = env_settings.load()
+    rows = cluster.status(settings)
+    if not rows:
+        print("no sandbox VMs: run invoke sandbox.up")
+        return
+    print(
+        table(
+            ["NAME", "ROLE", "ADDRESS", "STATE", "SSH"],
+            [
+                [r.name, r.role, r.address, r.state, "ok" if r.ssh_ok else f"FAILED {r.detail}"]
+                for r in rows
+            ],
+        )
+    )
+    if not all(r.ssh_ok for r in rows):
+        raise SwarmhubError("some sandbox VMs do not answer over SSH: see the table above")
+
+
+@task(positional=["host"])
+def ssh(c: Context, host: str) -> None:
+    """Open a shell on a sandbox VM over SSH (its key checked): invoke sandbox.ssh sam-node-1."""
+    settings = env_settings.load()
+    config = settings.sandbox_dir / cluster.SSH_CONFIG
+    if not config.is_file():
+        raise SwarmhubError("the sandbox is not up: run invoke sandbox.up")
+    if host not in cluster.existing_vms(settings):
+        raise SwarmhubError(f"{host} is not a sandbox VM: see invoke sandbox.status")
+    if shutil.which("ssh") is None:
+        raise SwarmhubError("the ssh client is not installed: run scripts/setup")
+    os.execvp("ssh", ["ssh", "-F", str(config), host])
+
+
+@task
+def down(c: Context) -> None:
+    """Remove the sandbox's VMs, network, volumes and keys; nothing else on Docker is touched."""
+    settings = env_settings.load()
+    cluster.down(settings, logger("sandbox"))
