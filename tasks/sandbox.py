@@ -14,11 +14,11 @@ from swarmhub.sandbox import cluster
 
 
 @task(help={"nodes": "how many node VMs (default: those of NODE_HOSTS in the env file)"})
-def up(c: Context, nodes: int | None = None) -> None:
+def up(c: Context, nodes: int = 0) -> None:
     """Create the sandbox's VMs (hub, nodes, proxy) or start them; a second run changes nothing."""
     settings = env_settings.load()
     log = logger("sandbox")
-    vms = cluster.up(settings, nodes, log)
+    vms = cluster.up(settings, nodes or None, log)
     unlisted = [vm.name for vm in vms if vm.role == "node" and vm.name not in settings.node_hosts]
     print(
         table(

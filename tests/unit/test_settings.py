@@ -1,0 +1,111 @@
+"""Env files: every mistake is one clear line, found before any host is touched."""
+
+from pathlib import Path
+
+import pytest
+
+from swarmhub import settings
+from swarmhub.errors import SwarmhubError
+
+GOOD = """\
+HUB_HOST=hub.example.edu
+NODE_HOSTS=node-1, node-2
+PROXY_HOST=jupyter.example.edu
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "course.env"
+    path.write_text(text)
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(SwarmhubError) as caught:
+        settings.load(str(write(tmp_path, text)))
+    return str(caught.value)
+
+
+def test_a_minimal_env_file_gets_the_defaults(tmp_path: Path) -> None:
+    loaded = settings.load(str(write(tmp_path, GOOD)))
+    assert loaded.hub_host == "hub.example.edu"
+    assert loaded.node_hosts == ("node-1", "node-2")
+    assert loaded.ssh_user == "admin"
+    assert loaded.ssh_port == 22
+    assert loaded.ssh_config is None
+    assert loaded.hosts == {
+        "hub.example.edu": ("hub",),
+        "node-1": ("node",),
+        "node-2": ("node",),
+        "jupyter.example.edu": ("proxy",),
+    }
+
+
+def test_the_shipped_env_files_are_valid() -> None:
+    for path in sorted(settings.ENV_DIR.glob("*.env")):
+        settings.load(str(path))
+
+
+def test_sandbox_is_the_default_and_a_name_means_env_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SWARMHUB_ENV", raising=False)
+    assert settings.env_path() == settings.ENV_DIR / "sandbox.env"
+    monkeypatch.setenv("SWARMHUB_ENV", "course")
+    assert settings.env_path() == settings.ENV_DIR / "course.env"
+
+
+def test_a_missing_file_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(SwarmhubError, match=r"not found: set SWARMHUB_ENV to one of .*sandbox"):
+        settings.load(str(tmp_path / "nope.env"))
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
+    assert "unknown setting NODE_HOST: did you mean NODE_HOSTS?" in load_error(
+        tmp_path, GOOD + "NODE_HOST=x\n"
+    )
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    text = GOOD.replace("PROXY_HOST=jupyter.example.edu\n", "")
+    assert "PROXY_HOST is required" in load_error(tmp_path, text)
+
+
+def test_malformed_line_names_the_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, GOOD + "this is not a setting\n")
+    assert "course.env:4: cannot read 'this is not a setting'" in message
+
+
+def test_key_set_twice(tmp_path: Path) -> None:
+    assert "SSH_USER is set twice" in load_error(tmp_path, GOOD + "SSH_USER=a\nSSH_USER=b\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("SSH_PORT=70000", "SSH_PORT=70000: 70000 is not a TCP port"),
+        ("SSH_PORT=ssh", "SSH_PORT=ssh: invalid literal"),
+        ("SANDBOX_SUBNET=10.0.0.0/29", "is too small"),
+        ("SANDBOX_PRIVILEGED=maybe", "'maybe' is not one of auto, yes, no"),
+    ],
+)
+def test_bad_values(tmp_path: Path, line: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, GOOD + line + "\n")
+
+
+def test_bad_host_name(tmp_path: Path) -> None:
+    assert "is not a host name" in load_error(tmp_path, GOOD.replace("node-2", "node_2!"))
+
+
+def test_a_node_cannot_also_be_the_hub(tmp_path: Path) -> None:
+    text = GOOD.replace("node-2", "hub.example.edu")
+    assert "hub.example.edu is both hub and node" in load_error(tmp_path, text)
+
+
+def test_hub_and_proxy_may_share_a_host(tmp_path: Path) -> None:
+    text = GOOD.replace("PROXY_HOST=jupyter.example.edu", "PROXY_HOST=hub.example.edu")
+    loaded = settings.load(str(write(tmp_path, text)))
+    assert loaded.role_of("hub.example.edu") == ("hub", "proxy")
+
+
+def test_relative_paths_are_relative_to_the_project(tmp_path: Path) -> None:
+    loaded = settings.load(str(write(tmp_path, GOOD + "SSH_CONFIG=.sandbox/ssh_config\n")))
+    assert loaded.ssh_config == settings.PROJECT_ROOT / ".sandbox/ssh_config"
