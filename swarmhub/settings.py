@@ -100,6 +100,57 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in value.split(",") if part.strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]*", name):
+            raise ValueError(f"{name!r} is not a user name")
+    return names
+
+
+def _memory(value: str) -> str:
+    value = value.strip().upper()
+    if not re.fullmatch(r"\d+(\.\d+)?[KMGT]?", value):
+        raise ValueError(f"{value!r} is not a size like 512M or 2G")
+    return value
+
+
+def _cpus(value: str) -> float:
+    cpus = float(value)
+    if cpus <= 0:
+        raise ValueError(f"{cpus} is not a positive number of CPUs")
+    return cpus
+
+
+def _addresses(value: str) -> tuple[str, ...]:
+    value = value.strip()
+    if value in ("", "provisioner"):
+        return (value,) if value else ()
+    return tuple(str(ipaddress.ip_address(part.strip())) for part in value.split(",") if part)
+
+
+def _optional_hostname(value: str) -> str:
+    return _hostname(value) if value.strip() else ""
+
+
+def _optional_address(value: str) -> str:
+    return str(ipaddress.ip_address(value.strip())) if value.strip() else ""
+
+
+def _absolute_dir(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value.startswith("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", value):
+        raise ValueError(f"{value!r} must be an absolute path on the hosts")
+    return value
+
+
+def _image(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
+        raise ValueError(f"{value!r} is not an image name")
+    return value
+
+
 def _name(value: str) -> str:
     value = value.strip()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", value):
@@ -127,6 +178,33 @@ SCHEMA: dict[str, Key] = {
     "SSH_KEY": Key(_path, "", "private key for SSH; empty: your agent and ~/.ssh"),
     "SSH_CONFIG": Key(_path, "", "an ssh_config file naming the hosts; empty: ~/.ssh/config"),
     "EXTRA_CA_BUNDLE": Key(_path, "", "PEM bundle of extra CAs the hosts and builds trust"),
+    # The public face
+    "DOMAIN": Key(_optional_hostname, "", "the name students type; empty: PROXY_HOST"),
+    "TLS_MODE": Key(_choice("self-signed", "provided"), "self-signed", "where the cert comes from"),
+    "TLS_CERT": Key(_path, "", "PEM certificate chain for TLS_MODE=provided"),
+    "TLS_KEY": Key(_path, "", "PEM private key for TLS_MODE=provided"),
+    # Who may log in
+    "AUTHENTICATOR": Key(_choice("dummy", "native"), "native", "how students log in"),
+    "DUMMY_PASSWORD": Key(_text, "", "the shared password of AUTHENTICATOR=dummy (sandbox)"),
+    "ALLOWED_USERS": Key(_names, "", "who may log in, comma-separated; empty: anyone"),
+    "ADMIN_USERS": Key(_names, "", "hub admins, comma-separated"),
+    # Users' servers
+    "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
+    "USER_CPU_LIMIT": Key(_cpus, "1.0", "CPU limit of each user's server"),
+    "CULL_TIMEOUT": Key(_positive_int, "3600", "seconds of inactivity before a server stops"),
+    "CULL_EVERY": Key(_positive_int, "300", "seconds between the culler's checks"),
+    # Images
+    "IMAGE_SOURCE": Key(_choice("build", "pull"), "build", "build images on the hub, or pull"),
+    "IMAGE_BASE": Key(_text, "debootstrap", "base of built images: debootstrap or an image"),
+    "HUB_IMAGE": Key(_image, "swarmhub/hub", "hub image (with a tag when IMAGE_SOURCE=pull)"),
+    "USER_IMAGE": Key(_image, "swarmhub/user", "user image (a tag when IMAGE_SOURCE=pull)"),
+    "REGISTRY_PORT": Key(_port, "5000", "port of the image registry on the hub"),
+    # Docker and the swarm
+    "DOCKER_SOURCE": Key(_choice("distro", "docker-repo"), "distro", "where Docker comes from"),
+    "DOCKER_DNS": Key(_addresses, "", "DNS servers for containers; provisioner: this one's"),
+    "HUB_ADDRESS": Key(_optional_address, "", "the hub's address for the swarm; empty: probe"),
+    "HUB_DIR": Key(_absolute_dir, "/srv/swarmhub", "the hub stack's directory on the hub"),
+    "SWARM_NETWORK": Key(_name, "swarmhub", "the overlay network of hub and user servers"),
     # The sandbox: fake VMs on this machine
     "SANDBOX_NAME": Key(_name, "swarmhub", "labels the sandbox's containers, network, volumes"),
     "SANDBOX_SUBNET": Key(_subnet, "10.231.0.0/24", "private address range of the sandbox"),
@@ -163,6 +241,11 @@ class Settings:
             roles[node].append("node")
         roles[self.proxy_host].append("proxy")
         return {host: tuple(r) for host, r in roles.items()}
+
+    @property
+    def domain_name(self) -> str:
+        """The public name of the deployment."""
+        return self.domain or self.proxy_host
 
     def role_of(self, host: str) -> tuple[str, ...]:
         """The roles of ``host``, empty when the env file does not list it."""
@@ -223,6 +306,10 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
         except ValueError as error:
             raise SwarmhubError(f"{source}: {key}={text}: {error}") from None
     settings = Settings(source=source, values=values)
+    if settings.authenticator == "dummy" and not settings.dummy_password:
+        raise SwarmhubError(f"{source}: AUTHENTICATOR=dummy needs DUMMY_PASSWORD=...")
+    if settings.tls_mode == "provided" and not (settings.tls_cert and settings.tls_key):
+        raise SwarmhubError(f"{source}: TLS_MODE=provided needs TLS_CERT and TLS_KEY")
     for host, roles in settings.hosts.items():
         if len(roles) > 1 and frozenset(roles) not in SHAREABLE_ROLES:
             raise SwarmhubError(

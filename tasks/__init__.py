@@ -1,8 +1,15 @@
-"""swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``."""
+"""swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
+
+The modules mirror the deployment doc: provision → docker → swarm → images → hub → proxy,
+and cluster.all runs them in order. The sandbox rehearses it all on this machine.
+"""
 
 from invoke import Collection
 
-from tasks import sandbox
+from tasks import cluster, docker, hub, images, proxy, sandbox, swarm
+from tasks.provision import provision
 
 ns = Collection()
-ns.add_collection(Collection.from_module(sandbox))
+ns.add_task(provision)
+for module in (docker, swarm, images, hub, proxy, cluster, sandbox):
+    ns.add_collection(Collection.from_module(module))

@@ -1,0 +1,59 @@
+# JupyterHub's configuration for swarmhub, copied to the hub by hub.deploy.
+# Every knob comes from the environment (hub.env and secrets/*.env beside it, rendered from
+# the env file), so this file reads the same on every deployment.
+import os
+
+c = get_config()  # noqa: F821 (provided by JupyterHub)
+env = os.environ
+
+
+def listed(name):
+    return {item.strip() for item in env.get(name, "").split(",") if item.strip()}
+
+
+# The hub behind a separate configurable-http-proxy (the `chp` container), which keeps
+# routing users to their servers while the hub restarts.
+c.JupyterHub.hub_ip = "0.0.0.0"
+c.JupyterHub.hub_port = 8081
+c.JupyterHub.hub_connect_ip = "jupyterhub"
+c.ConfigurableHTTPProxy.should_start = False
+c.ConfigurableHTTPProxy.api_url = "http://chp:8001"
+c.JupyterHub.cleanup_servers = False
+c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+
+# Users' servers: one swarm service each, on the nodes only, with memory and CPU limits.
+c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+c.SwarmSpawner.image = env["USER_IMAGE"]
+c.SwarmSpawner.network_name = env["SWARM_NETWORK"]
+c.SwarmSpawner.extra_placement_spec = {"constraints": ["node.role == worker"]}
+c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}  # no IPVS needed
+c.SwarmSpawner.mem_limit = env["USER_MEM_LIMIT"]
+c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
+c.SwarmSpawner.remove = True
+c.SwarmSpawner.start_timeout = 300
+c.SwarmSpawner.http_timeout = 120
+c.SwarmSpawner.debug = env.get("SPAWNER_DEBUG") == "1"
+
+# Who may log in.
+if env["AUTHENTICATOR"] == "dummy":
+    c.JupyterHub.authenticator_class = "dummy"
+    c.DummyAuthenticator.password = env["DUMMY_PASSWORD"]
+else:
+    c.JupyterHub.authenticator_class = "native"
+    c.NativeAuthenticator.open_signup = False
+allowed = listed("ALLOWED_USERS")
+if allowed:
+    c.Authenticator.allowed_users = allowed
+else:
+    c.Authenticator.allow_all = True
+c.Authenticator.admin_users = listed("ADMIN_USERS")
+
+# The idle culler: a service of the hub holding only the scopes it needs.
+c.JupyterHub.services = [{"name": "idle-culler", "api_token": env["CULLER_API_TOKEN"]}]
+c.JupyterHub.load_roles = [
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+]

@@ -1,0 +1,171 @@
+"""Running steps on hosts: which hosts, connecting first, in parallel where hosts are
+independent, and a recap at the end (Ansible's PLAY RECAP is the model)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import fabric
+
+from swarmhub import ssh
+from swarmhub.errors import SwarmhubError
+from swarmhub.output import table
+from swarmhub.runbook.host import Host
+from swarmhub.settings import Settings
+
+ROLE_NAMES = {"hub": "the hub", "node": "the nodes", "proxy": "the proxy"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the runbook: what it is called, on which roles, and what it does per host."""
+
+    name: str
+    roles: frozenset[str]
+    apply: Callable[[Session, Host], None]
+    parallel: bool = False
+    summary: str = ""
+
+
+def target_hosts(context: Any, settings: Settings, step: Step) -> list[str]:
+    """The hosts a step runs on: the one given with ``fab -H``, or those of its roles."""
+    if isinstance(context, fabric.Connection):
+        name = context.original_host
+        roles = settings.role_of(name)
+        where = " and ".join(ROLE_NAMES[r] for r in sorted(step.roles))
+        if not roles:
+            raise SwarmhubError(
+                f"{name} is not a host of {settings.source.name} (hosts: "
+                f"{', '.join(settings.hosts)}): add it to the env file or pick one of those"
+            )
+        if not set(roles) & step.roles:
+            owners = [h for h, r in settings.hosts.items() if set(r) & step.roles]
+            raise SwarmhubError(
+                f"{step.name} runs on {where} ({', '.join(owners)}), but {name} is "
+                f"{' and '.join(ROLE_NAMES[r] for r in roles)} in {settings.source.name}"
+            )
+        return [name]
+    return [host for host, roles in settings.hosts.items() if set(roles) & step.roles]
+
+
+class Session:
+    """Connections to the hosts of one run, and the tally of what happened on each."""
+
+    def __init__(self, settings: Settings, *, plan: bool = False, quiet: bool = False) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.quiet = quiet
+        self.hosts: dict[str, Host] = {}
+        self.started = time.monotonic()
+        self.memo: dict[str, Any] = {}
+
+    def _open(self, name: str) -> Host:
+        s = self.settings
+        connection = ssh.connect(
+            name,
+            ssh_config=s.ssh_config,
+            user=s.ssh_user,
+            port=s.ssh_port,
+            key_file=s.ssh_key,
+        )
+        connection.open()
+        check = connection.run("sudo -n true", hide=True, warn=True)
+        if check.failed:
+            raise SwarmhubError(
+                f"{name}: {s.ssh_user} cannot run sudo without a password: give that user "
+                "passwordless sudo (a line in /etc/sudoers.d), or set SSH_USER to one who has it"
+            )
+        return Host(name, s.role_of(name), connection, plan=self.plan, quiet=self.quiet)
+
+    def connect(self, names: Iterable[str]) -> list[Host]:
+        """Connect to every host before anything changes; one unreachable host stops all."""
+        wanted = [n for n in dict.fromkeys(names) if n not in self.hosts]
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
+            futures = {name: pool.submit(self._open, name) for name in wanted}
+        errors = []
+        for name, future in futures.items():
+            try:
+                self.hosts[name] = future.result()
+            except SwarmhubError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+        return [self.hosts[n] for n in dict.fromkeys(names)]
+
+    def host(self, name: str) -> Host:
+        """A connected host, connecting on first use (e.g. the hub, for a node's join token)."""
+        return self.connect([name])[0]
+
+    def run_step(self, step: Step, names: list[str]) -> None:
+        """Apply ``step`` to each host (in parallel when the hosts are independent)."""
+        hosts = self.connect(names)
+        print(f"== {step.name}{' (plan)' if self.plan else ''}: {step.summary}", flush=True)
+
+        def apply(host: Host) -> SwarmhubError | None:
+            try:
+                step.apply(self, host)
+            except SwarmhubError as error:
+                host.failed(error.reason)
+                return error
+            return None
+
+        if step.parallel and len(hosts) > 1:
+            with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+                errors = list(pool.map(apply, hosts))
+        else:
+            errors = []
+            for host in hosts:
+                errors.append(apply(host))
+                if errors[-1]:
+                    break
+        failures = [e for e in errors if e]
+        if failures:
+            raise SwarmhubError(f"{step.name} failed: {failures[0].reason}")
+
+    def recap(self) -> str:
+        rows = [
+            [
+                h.name,
+                ",".join(h.roles),
+                f"ok={h.tally.ok}",
+                f"changed={h.tally.changed}",
+                f"failed={h.tally.failed}",
+            ]
+            for h in self.hosts.values()
+        ]
+        took = time.monotonic() - self.started
+        return (
+            f"RECAP ({took:.0f} s{', plan only: nothing changed' if self.plan else ''})\n"
+            + table(["HOST", "ROLES", "OK", "CHANGED", "FAILED"], rows)
+        )
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            host.connection.close()
+
+
+def run_steps(
+    context: Any, settings: Settings, steps: list[Step], *, plan: bool = False
+) -> Session:
+    """Run ``steps`` in order on their hosts, print the recap, and fail if any host failed."""
+    session = Session(settings, plan=plan)
+    try:
+        targets = [(step, target_hosts(context, settings, step)) for step in steps]
+        session.connect(name for _, names in targets for name in names)
+        error: SwarmhubError | None = None
+        for step, names in targets:
+            try:
+                session.run_step(step, names)
+            except SwarmhubError as failure:
+                error = failure
+                break
+        print(session.recap(), flush=True)
+        if error:
+            raise error
+        return session
+    finally:
+        session.close()

@@ -1,0 +1,119 @@
+"""docker.install: Docker Engine and Compose v2 on the hub and the nodes, with a managed
+daemon.json; the daemon restarts only when its configuration changed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
+from swarmhub.runbook.host import Host
+from swarmhub.runbook.session import Session, Step
+from swarmhub.settings import Settings
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+DOCKER_REPO_LIST = "/etc/apt/sources.list.d/docker.list"
+DOCKER_REPO_KEY = "/etc/apt/keyrings/docker.asc"
+
+# The distributions' own packages: Docker Engine and the Compose v2 plugin.
+DISTRO_PACKAGES = {
+    # Debian 13: docker-cli is only recommended by docker.io; docker-compose is Compose v2.
+    "debian": ["docker.io", "docker-cli", "docker-compose"],
+    "ubuntu": ["docker.io", "docker-compose-v2"],
+}
+DOCKER_REPO_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"]
+
+
+def registry_address(settings: Settings) -> str:
+    """Where nodes pull images from: the registry on the hub."""
+    return f"{settings.hub_host}:{settings.registry_port}"
+
+
+def provisioner_nameservers(resolv_conf: str) -> list[str]:
+    """The non-loopback nameservers of a resolv.conf (loopback ones are unreachable from
+    containers)."""
+    servers = re.findall(r"^\s*nameserver\s+(\S+)", resolv_conf, re.M)
+    return [s for s in servers if not s.startswith("127.") and s != "::1"]
+
+
+def daemon_config(settings: Settings, dns: list[str]) -> dict[str, object]:
+    """daemon.json: rotated json-file logs, the hub's registry trusted, DNS when set."""
+    config: dict[str, object] = {
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+        "insecure-registries": [registry_address(settings)],
+    }
+    if dns:
+        config["dns"] = dns
+    return config
+
+
+def docker_dns(settings: Settings) -> list[str]:
+    if settings.docker_dns == ("provisioner",):
+        with open("/etc/resolv.conf") as resolv:
+            return provisioner_nameservers(resolv.read())
+    return list(settings.docker_dns)
+
+
+def os_release(host: Host) -> tuple[str, str]:
+    text = host.probe(". /etc/os-release && echo $ID $VERSION_CODENAME", sudo=False).stdout.split()
+    return (text[0], text[1]) if len(text) == 2 else ("unknown", "")
+
+
+def docker_repo_commands(distro: str, codename: str) -> list[str]:
+    """Docker's own apt repository (DOCKER_SOURCE=docker-repo)."""
+    url = f"https://download.docker.com/linux/{distro}"
+    return [
+        "install -m 0755 -d /etc/apt/keyrings",
+        f"curl -fsSL {url}/gpg -o {DOCKER_REPO_KEY}",
+        f"chmod a+r {DOCKER_REPO_KEY}",
+        f'echo "deb [arch=$(dpkg --print-architecture) signed-by={DOCKER_REPO_KEY}] {url} '
+        f'{codename} stable" > {DOCKER_REPO_LIST}',
+    ]
+
+
+def packages_for(settings: Settings, distro: str, codename: str) -> list[str]:
+    if settings.docker_source == "docker-repo":
+        return DOCKER_REPO_PACKAGES
+    if distro not in DISTRO_PACKAGES:
+        raise SwarmhubError(
+            f"{distro} {codename} is not supported: use Debian 13 or Ubuntu 24.04, or set "
+            "DOCKER_SOURCE=docker-repo"
+        )
+    if (distro, codename) == ("debian", "bookworm"):
+        raise SwarmhubError(
+            "Debian 12 has no Compose v2 package: set DOCKER_SOURCE=docker-repo, or use Debian 13"
+        )
+    return DISTRO_PACKAGES[distro]
+
+
+def apply(session: Session, host: Host) -> None:
+    settings = session.settings
+    distro, codename = os_release(host)
+    packages = packages_for(settings, distro, codename)
+    config = json.dumps(daemon_config(settings, docker_dns(settings)), indent=2) + "\n"
+    # daemon.json first, so that a fresh install starts with it and needs no restart.
+    config_changed = ensure_file(host, DAEMON_JSON, config, describe="daemon.json")
+    if settings.docker_source == "docker-repo" and not host.probe(f"test -s {DOCKER_REPO_LIST}").ok:
+        host.change(
+            "Docker's apt repository added", " && ".join(docker_repo_commands(distro, codename))
+        )
+    installed = ensure_packages(host, packages, "Docker Engine and Compose v2")
+    ensure_service_running(host, "docker")
+    if config_changed and not installed:
+        host.change("restarted docker (daemon.json changed)", "systemctl restart docker")
+    if not host.plan:
+        version = host.probe("docker compose version --short").stdout.strip()
+        if not version:
+            raise SwarmhubError(f"{host.name}: `docker compose` is missing after the install")
+        host.ok(f"docker compose {version}")
+
+
+STEP = Step(
+    name="docker.install",
+    roles=frozenset({"hub", "node"}),
+    apply=apply,
+    parallel=True,
+    summary="Docker Engine and Compose v2, daemon.json",
+)

@@ -1,0 +1,210 @@
+"""images.build and images.distribute: the hub image and the user image, built once on the
+hub (no registry needed: the base is made with debootstrap there), then served to the nodes
+by a registry on the hub, so that every node has the user image before students arrive.
+With IMAGE_SOURCE=pull, published images are pulled instead."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+
+from swarmhub.ca import split_pem_bundle
+from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
+from swarmhub.runbook.host import Host
+from swarmhub.runbook.session import Session, Step
+from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.steps.docker_engine import registry_address
+
+IMAGES_DIR = PROJECT_ROOT / "images"
+IMAGE_NAMES = ("hub", "user")
+BASE_SUITE = "trixie"
+LOCAL_BASE = f"swarmhub/debian:{BASE_SUITE}"
+REGISTRY_CONFIG_PATH = "/etc/docker/registry/config.yml"
+REGISTRY_CONFIG = """\
+# Written by swarmhub (images.distribute): images for the nodes, on the private network only.
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :{port}
+"""
+
+
+def extra_ca_pem(settings: Settings) -> str:
+    if not settings.extra_ca_bundle:
+        return ""
+    return "".join(split_pem_bundle(settings.extra_ca_bundle.read_text()))
+
+
+def context_files(name: str) -> dict[str, bytes]:
+    """The build context of an image as shipped in images/<name>/ (without the CA file)."""
+    folder = IMAGES_DIR / name
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != "extra-ca.pem"
+    }
+
+
+def base_image(settings: Settings) -> str:
+    return LOCAL_BASE if settings.image_base == "debootstrap" else settings.image_base
+
+
+def image_tag(settings: Settings, name: str) -> str:
+    """A tag that changes when anything the image is built from changes."""
+    digest = hashlib.sha256()
+    for part in (base_image(settings), extra_ca_pem(settings)):
+        digest.update(part.encode() + b"\0")
+    for filename, content in context_files(name).items():
+        digest.update(filename.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def image_ref(settings: Settings, name: str) -> str:
+    """The reference every host uses for the hub or user image."""
+    configured = settings.hub_image if name == "hub" else settings.user_image
+    if settings.image_source == "pull":
+        return configured
+    return f"{registry_address(settings)}/{configured}:{image_tag(settings, name)}"
+
+
+def debootstrap_base_commands(suite: str, tag: str) -> str:
+    rootfs = "/var/tmp/swarmhub-rootfs"
+    return (
+        f"rm -rf {rootfs} && debootstrap --variant=minbase {suite} {rootfs} "
+        "http://deb.debian.org/debian >/var/tmp/swarmhub-debootstrap.log 2>&1 && "
+        f"tar --numeric-owner -C {rootfs} -c . | docker import - {tag} >/dev/null; "
+        f"status=$?; rm -rf {rootfs}; exit $status"
+    )
+
+
+def build_command(ref: str, base: str, context: str) -> str:
+    # The legacy builder on host networking: nested containers reach DNS and the package
+    # registries the way the host does.
+    return (
+        f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
+        f"--build-arg BASE={shlex.quote(base)} --tag {shlex.quote(ref)} . "
+        f"> build.log 2>&1 || {{ tail -n 20 build.log >&2; exit 1; }}"
+    )
+
+
+def image_present(host: Host, ref: str) -> bool:
+    return host.probe(f"docker image inspect {shlex.quote(ref)} >/dev/null 2>&1").ok
+
+
+def ensure_base_image(session: Session, hub: Host) -> None:
+    settings = session.settings
+    base = base_image(settings)
+    if settings.image_base != "debootstrap":
+        hub.ok(f"base image {base} (pulled by the build)")
+        return
+    if image_present(hub, base):
+        hub.ok(f"base image {base}")
+        return
+    ensure_packages(hub, ["debootstrap"], "the base of the images")
+    hub.change(
+        f"base image {base} made with debootstrap", debootstrap_base_commands(BASE_SUITE, base)
+    )
+
+
+def ensure_image_built(session: Session, hub: Host, name: str) -> None:
+    settings = session.settings
+    ref = image_ref(settings, name)
+    if image_present(hub, ref):
+        hub.ok(f"{name} image {ref}")
+        return
+    context = f"{settings.hub_dir}/build/{name}"
+    files = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
+    if hub.plan:
+        hub.changed(f"build the {name} image {ref}")
+        return
+    hub.run(f"rm -rf {context} && mkdir -p {context}")
+    for filename, content in files.items():
+        hub.put_text(f"{context}/{filename}", content, mode="0644")
+    hub.say("build", f"{name} image {ref} (a few minutes the first time)")
+    hub.run(build_command(ref, base_image(settings), context))
+    hub.changed(f"built the {name} image {ref}")
+
+
+def build(session: Session, hub: Host) -> None:
+    if session.settings.image_source == "pull":
+        hub.ok("IMAGE_SOURCE=pull: nothing to build")
+        return
+    ensure_base_image(session, hub)
+    for name in IMAGE_NAMES:
+        ensure_image_built(session, hub, name)
+
+
+def registry_has(hub: Host, ref: str) -> bool:
+    repository, _, tag = ref.split("/", 1)[1].rpartition(":")
+    port = ref.split("/", 1)[0].rsplit(":", 1)[1]
+    out = hub.probe(f"curl -fsS http://127.0.0.1:{port}/v2/{repository}/tags/list", sudo=False)
+    return out.ok and f'"{tag}"' in out.stdout
+
+
+def serve(session: Session, hub: Host) -> None:
+    """The registry on the hub holds the user image."""
+    settings = session.settings
+    if settings.image_source == "pull":
+        hub.ok("IMAGE_SOURCE=pull: no registry needed")
+        return
+    ensure_packages(hub, ["docker-registry"], "the image registry")
+    config = REGISTRY_CONFIG.format(port=settings.registry_port)
+    changed = ensure_file(hub, REGISTRY_CONFIG_PATH, config, describe="registry config")
+    started = ensure_service_running(hub, "docker-registry")
+    if changed and not started:
+        hub.change(
+            "restarted docker-registry (config changed)", "systemctl restart docker-registry"
+        )
+    ref = image_ref(settings, "user")
+    if not hub.plan:
+        for _ in range(20):  # the registry takes a moment to listen after a (re)start
+            if hub.probe(f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/").ok:
+                break
+            hub.run("sleep 0.5", sudo=False)
+    if registry_has(hub, ref):
+        hub.ok(f"registry holds {ref}")
+        return
+    if not hub.plan and not image_present(hub, ref):
+        raise SwarmhubError(f"{hub.name}: the user image {ref} is not built: run images.build")
+    hub.change(f"pushed {ref} to the registry", f"docker push -q {shlex.quote(ref)} >/dev/null")
+
+
+def pull(session: Session, node: Host) -> None:
+    """The node has the user image (and, with IMAGE_SOURCE=pull, so has the hub its own)."""
+    settings = session.settings
+    names = ["user"] if "node" in node.roles else ["hub", "user"]
+    for name in names:
+        ref = image_ref(settings, name)
+        if image_present(node, ref):
+            node.ok(f"{name} image {ref}")
+        else:
+            node.change(f"pulled {ref}", f"docker pull -q {shlex.quote(ref)} >/dev/null")
+
+
+BUILD = Step(
+    name="images.build",
+    roles=frozenset({"hub"}),
+    apply=build,
+    summary="the hub and user images, built once on the hub",
+)
+SERVE = Step(
+    name="images.distribute",
+    roles=frozenset({"hub"}),
+    apply=serve,
+    summary="the registry on the hub holds the user image",
+)
+PULL = Step(
+    name="images.distribute",
+    roles=frozenset({"node"}),
+    apply=pull,
+    parallel=True,
+    summary="every node has the user image",
+)
