@@ -61,15 +61,21 @@ def _hostnames(value: str) -> tuple[str, ...]:
     return names
 
 
+def _integer(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError(f"{value.strip()!r} is not a whole number")
+    return int(value)
+
+
 def _port(value: str) -> int:
-    port = int(value)
+    port = _integer(value)
     if not 0 < port < 65536:
         raise ValueError(f"{port} is not a TCP port")
     return port
 
 
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _integer(value)
     if number <= 0:
         raise ValueError(f"{number} is not a positive number")
     return number
@@ -246,6 +252,17 @@ class Settings:
     def domain_name(self) -> str:
         """The public name of the deployment."""
         return self.domain or self.proxy_host
+
+    def public_url(self) -> str:
+        """The address students open: https://DOMAIN/, or the proxy's address in SSH_CONFIG."""
+        if self.domain:
+            return f"https://{self.domain}/"
+        host = self.proxy_host
+        if self.ssh_config and self.ssh_config.is_file():
+            import paramiko
+
+            host = paramiko.SSHConfig.from_path(str(self.ssh_config)).lookup(host)["hostname"]
+        return f"https://{host}/"
 
     def role_of(self, host: str) -> tuple[str, ...]:
         """The roles of ``host``, empty when the env file does not list it."""

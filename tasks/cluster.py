@@ -23,6 +23,17 @@ STEPS = [
 def all_(c, plan=False):
     """Run every step: provision, docker, swarm, images, hub, proxy; then print the URL."""
     run(c, STEPS, plan)
-    settings = env_settings.load()
     if not plan:
-        print(f"JupyterHub: https://{settings.domain_name}/")
+        print(login_hint(env_settings.load()))
+
+
+def login_hint(settings: env_settings.Settings) -> str:
+    """Where to go, and how to log in."""
+    lines = [f"JupyterHub is up: {settings.public_url()}"]
+    if settings.authenticator == "dummy":
+        lines.append(
+            f"Log in with any user name and the password DUMMY_PASSWORD of {settings.source.name}."
+        )
+    if settings.tls_mode == "self-signed":
+        lines.append("The certificate is self-signed: your browser will ask you to accept it.")
+    return "\n".join(lines)

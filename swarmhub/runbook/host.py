@@ -7,6 +7,7 @@ records what *would* change and runs nothing.
 
 from __future__ import annotations
 
+import io
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -71,7 +72,6 @@ class Host:
         *,
         sudo: bool = True,
         check: bool = True,
-        stdin: str | bytes | None = None,
         timeout: float | None = None,
     ) -> Result:
         """Run ``command`` (as root by default), output hidden; raise on failure when checking.
@@ -80,13 +80,9 @@ class Host:
         """
         if sudo:
             command = f"sudo -n sh -c {shlex.quote(command)}"
-        kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout}
-        if stdin is not None:
-            import io
-
-            data = stdin if isinstance(stdin, bytes) else stdin.encode()
-            kwargs["in_stream"] = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
-        result = self.connection.run(command, **kwargs)
+        result = self.connection.run(
+            command, hide=True, warn=True, timeout=timeout, in_stream=False
+        )
         if check and result.failed:
             error = (result.stderr.strip() or result.stdout.strip()).splitlines()
             tail = error[-1] if error else f"exit {result.exited}"
@@ -97,21 +93,22 @@ class Host:
         """Run a read-only check; its exit code is an answer, never an error."""
         return self.run(command, sudo=sudo, check=False)
 
-    def change(self, message: str, command: str, *, stdin: str | bytes | None = None) -> bool:
+    def change(self, message: str, command: str) -> bool:
         """Close a gap with ``command`` (skipped in plan mode) and report ``message``."""
         if not self.plan:
-            self.run(command, stdin=stdin)
+            self.run(command)
         return self.changed(message)
 
     def put_text(self, path: str, content: str | bytes, mode: str, owner: str = "root") -> None:
-        """Write a file as root through stdin (never on the command line: it may be secret)."""
+        """Write a file as root: uploaded over SFTP to a private temporary file, then moved into
+        place (never on a command line, where a secret would show)."""
+        data = content.encode() if isinstance(content, str) else content
+        tmp = self.run("mktemp", sudo=False).stdout.strip()
+        self.connection.put(io.BytesIO(data), remote=tmp)
         directory = shlex.quote(path.rsplit("/", 1)[0] or "/")
-        target = shlex.quote(path)
-        tmp = shlex.quote(path + ".swarmhub-new")
         self.run(
-            f"mkdir -p {directory} && umask 077 && cat > {tmp} && chmod {mode} {tmp} "
-            f"&& chown {owner}:{owner} {tmp} && mv -f {tmp} {target}",
-            stdin=content,
+            f"mkdir -p {directory} && install -m {mode} -o {owner} -g {owner} {shlex.quote(tmp)} "
+            f"{shlex.quote(path)}; status=$?; rm -f {shlex.quote(tmp)}; exit $status"
         )
 
 

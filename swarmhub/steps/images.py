@@ -47,8 +47,8 @@ def context_files(name: str) -> dict[str, bytes]:
     """The build context of an image as shipped in images/<name>/ (without the CA file)."""
     folder = IMAGES_DIR / name
     return {
-        p.name: p.read_bytes()
-        for p in sorted(folder.iterdir())
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "extra-ca.pem"
     }
 

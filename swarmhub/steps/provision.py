@@ -38,6 +38,20 @@ LIMITS = """\
 """
 
 
+def split_bundle_command(bundle: str, directory: str) -> str:
+    """One .crt file per certificate of ``bundle`` in ``directory``, then update-ca-certificates
+    (which reads only the first certificate of each file)."""
+    awk = (
+        '/-----BEGIN CERTIFICATE-----/ { n++; f = sprintf("%s/extra-%03d.crt", dir, n) } '
+        'f { print > f } /-----END CERTIFICATE-----/ { close(f); f = "" }'
+    )
+    return (
+        f"rm -rf {directory} && mkdir -p {directory} && "
+        f"awk -v dir={directory} {shlex.quote(awk)} {bundle} && rm -f {bundle} && "
+        "update-ca-certificates >/dev/null"
+    )
+
+
 def ensure_extra_ca(host: Host, pem: str) -> bool:
     """The host trusts the certificates of the extra CA bundle (update-ca-certificates)."""
     digest = ca_digest(pem)
@@ -46,10 +60,9 @@ def ensure_extra_ca(host: Host, pem: str) -> bool:
         return host.ok("extra CA bundle trusted")
     if host.plan:
         return host.changed("trust the extra CA bundle")
-    host.run(f"rm -rf {CA_DIR} && mkdir -p {CA_DIR}")
-    for index, cert in enumerate(split_pem_bundle(pem)):
-        host.put_text(f"{CA_DIR}/extra-{index:03d}.crt", cert, mode="0644")
-    host.run(f"update-ca-certificates >/dev/null && echo {digest} > {CA_DIR}/.digest")
+    bundle = f"{CA_DIR}.pem"
+    host.put_text(bundle, "".join(split_pem_bundle(pem)), mode="0644")
+    host.run(split_bundle_command(bundle, CA_DIR) + f" && echo {digest} > {CA_DIR}/.digest")
     return host.changed("trusting the extra CA bundle")
 
 

@@ -82,7 +82,7 @@ def test_key_set_twice(tmp_path: Path) -> None:
     ("line", "expected"),
     [
         ("SSH_PORT=70000", "SSH_PORT=70000: 70000 is not a TCP port"),
-        ("SSH_PORT=ssh", "SSH_PORT=ssh: invalid literal"),
+        ("SSH_PORT=ssh", "SSH_PORT=ssh: 'ssh' is not a whole number"),
         ("SANDBOX_SUBNET=10.0.0.0/29", "is too small"),
         ("SANDBOX_PRIVILEGED=maybe", "'maybe' is not one of auto, yes, no"),
     ],

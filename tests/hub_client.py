@@ -1,0 +1,143 @@
+"""A student, as an HTTP client: log in through the proxy, start a server, run code in a kernel.
+
+Real HTTP and a real websocket, through nginx, chp, the hub and the user's server on a node.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+
+import requests
+import urllib3
+import websocket
+
+urllib3.disable_warnings(
+    urllib3.exceptions.InsecureRequestWarning
+)  # the sandbox's self-signed cert
+
+
+@dataclass
+class Student:
+    base_url: str  # https://10.231.0.11
+    name: str
+    password: str
+
+    def __post_init__(self) -> None:
+        self.http = requests.Session()
+        self.http.verify = False
+
+    def _xsrf(self, path: str = "/hub/") -> str:
+        for cookie in self.http.cookies:
+            if cookie.name == "_xsrf" and path.startswith(cookie.path or "/"):
+                return cookie.value
+        return self.http.cookies.get("_xsrf", "")
+
+    def login(self) -> None:
+        page = self.http.get(f"{self.base_url}/hub/login", timeout=30)
+        page.raise_for_status()
+        response = self.http.post(
+            f"{self.base_url}/hub/login",
+            data={"username": self.name, "password": self.password, "_xsrf": self._xsrf()},
+            timeout=60,
+            allow_redirects=False,
+        )
+        if response.status_code not in (302, 303):
+            raise AssertionError(f"login of {self.name} refused: {response.status_code}")
+
+    def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        headers = {"X-XSRFToken": self._xsrf("/hub/")}
+        return self.http.request(
+            method, f"{self.base_url}/hub/api{path}", headers=headers, timeout=60, **kwargs
+        )
+
+    def start_server(self, timeout: float = 300) -> dict:
+        response = self.api("POST", f"/users/{self.name}/server")
+        if response.status_code not in (201, 202, 400):  # 400: already running
+            raise AssertionError(f"spawn refused: {response.status_code} {response.text}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{self.name}").json()
+            server = model.get("servers", {}).get("", {})
+            if server.get("ready"):
+                return model
+            if not model.get("pending") and not server:
+                raise AssertionError(f"the server of {self.name} failed to start: {model}")
+            time.sleep(2)
+        raise AssertionError(f"the server of {self.name} was not ready in {timeout:.0f} s")
+
+    def stop_server(self) -> None:
+        self.api("DELETE", f"/users/{self.name}/server")
+
+    def run_code(self, code: str, timeout: float = 120) -> str:
+        """Start a kernel on the user's server, run ``code`` over the websocket, return stdout."""
+        user_url = f"{self.base_url}/user/{self.name}"
+        # Visiting the server completes the OAuth dance with the hub and sets its cookie.
+        deadline = time.monotonic() + timeout
+        while True:
+            page = self.http.get(f"{user_url}/api/status", timeout=30)
+            if page.status_code == 200:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{user_url}/api/status: {page.status_code}")
+            time.sleep(2)
+        xsrf = self._xsrf(f"/user/{self.name}/")
+        kernel = self.http.post(
+            f"{user_url}/api/kernels",
+            json={"name": "python3"},
+            timeout=60,
+            headers={"X-XSRFToken": xsrf},
+        )
+        kernel.raise_for_status()
+        kernel_id = kernel.json()["id"]
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
+        ws_url = user_url.replace("https://", "wss://") + f"/api/kernels/{kernel_id}/channels"
+        socket = websocket.create_connection(
+            ws_url,
+            header=[f"Cookie: {cookies}", f"X-XSRFToken: {xsrf}"],
+            sslopt={"cert_reqs": ssl.CERT_NONE},
+            timeout=timeout,
+        )
+        try:
+            msg_id = uuid.uuid4().hex
+            socket.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "username": self.name,
+                            "session": uuid.uuid4().hex,
+                            "msg_type": "execute_request",
+                            "version": "5.3",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "channel": "shell",
+                        "content": {
+                            "code": code,
+                            "silent": False,
+                            "store_history": False,
+                            "user_expressions": {},
+                            "allow_stdin": False,
+                        },
+                    }
+                )
+            )
+            output = []
+            while True:
+                message = json.loads(socket.recv())
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = message["msg_type"]
+                if kind == "stream":
+                    output.append(message["content"]["text"])
+                elif kind == "error":
+                    raise AssertionError(f"the kernel raised {message['content']['ename']}")
+                elif kind == "status" and message["content"]["execution_state"] == "idle":
+                    return "".join(output)
+        finally:
+            socket.close()
+            self.http.delete(f"{user_url}/api/kernels/{kernel_id}", headers={"X-XSRFToken": xsrf})

@@ -1,0 +1,163 @@
+"""The runbook's decisions and command builders, without SSH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fabric
+import pytest
+
+from swarmhub import settings
+from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.session import target_hosts
+from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
+
+ENV = """\
+HUB_HOST=hub
+NODE_HOSTS=node-1,node-2
+PROXY_HOST=proxy
+DOMAIN=jupyter.example.edu
+AUTHENTICATOR=dummy
+DUMMY_PASSWORD=pw
+ALLOWED_USERS=alice,bob
+ADMIN_USERS=alice
+USER_MEM_LIMIT=2G
+USER_CPU_LIMIT=1
+CULL_TIMEOUT=1800
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> settings.Settings:
+    path = tmp_path / "course.env"
+    path.write_text(ENV)
+    return settings.load(str(path))
+
+
+def test_daemon_json_rotates_logs_trusts_the_hub_registry_and_sets_dns(env) -> None:
+    config = docker_engine.daemon_config(env, ["10.0.0.53"])
+    assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
+    assert config["insecure-registries"] == ["hub:5000"]
+    assert config["dns"] == ["10.0.0.53"]
+    assert "dns" not in docker_engine.daemon_config(env, [])
+
+
+def test_loopback_nameservers_are_not_given_to_containers() -> None:
+    resolv = "nameserver 127.0.0.53\nnameserver 10.255.255.53\n# nameserver 1.2.3.4\n"
+    assert docker_engine.provisioner_nameservers(resolv) == ["10.255.255.53"]
+
+
+def test_docker_packages_per_distribution(env) -> None:
+    assert "docker-cli" in docker_engine.packages_for(env, "debian", "trixie")
+    assert "docker-compose-v2" in docker_engine.packages_for(env, "ubuntu", "noble")
+    with pytest.raises(SwarmhubError, match="Debian 12 has no Compose v2"):
+        docker_engine.packages_for(env, "debian", "bookworm")
+    with pytest.raises(SwarmhubError, match="not supported"):
+        docker_engine.packages_for(env, "fedora", "40")
+
+
+def test_docker_repository_option(tmp_path: Path) -> None:
+    path = tmp_path / "r.env"
+    path.write_text(ENV + "DOCKER_SOURCE=docker-repo\n")
+    loaded = settings.load(str(path))
+    assert docker_engine.packages_for(loaded, "debian", "bookworm") == (
+        docker_engine.DOCKER_REPO_PACKAGES
+    )
+    commands = " && ".join(docker_engine.docker_repo_commands("debian", "bookworm"))
+    assert "https://download.docker.com/linux/debian bookworm stable" in commands
+
+
+def test_the_swarm_advertises_the_hosts_own_interface() -> None:
+    out = (
+        "2: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\n"
+        "3: eth0    inet 10.231.0.10/24 brd 10.231.0.255 scope global eth0\n"
+    )
+    assert swarm.pick_address(out) == "10.231.0.10"
+    assert swarm.pick_address("") is None
+    assert swarm.init_command("10.0.0.1") == "docker swarm init --advertise-addr 10.0.0.1"
+    assert "--attachable" in swarm.network_command("swarmhub")
+
+
+def test_fab_host_of_the_wrong_role_is_refused(env) -> None:
+    connection = fabric.Connection("proxy")
+    with pytest.raises(SwarmhubError) as caught:
+        target_hosts(connection, env, hub.STEP)
+    assert str(caught.value) == (
+        "hub.deploy runs on the hub (hub), but proxy is the proxy in course.env"
+    )
+
+
+def test_fab_host_not_in_the_env_file(env) -> None:
+    with pytest.raises(SwarmhubError, match=r"elsewhere is not a host of course\.env"):
+        target_hosts(fabric.Connection("elsewhere"), env, hub.STEP)
+
+
+def test_steps_pick_their_roles_from_the_env_file(env) -> None:
+    assert target_hosts(None, env, provision.STEP) == ["hub", "node-1", "node-2", "proxy"]
+    assert target_hosts(None, env, docker_engine.STEP) == ["hub", "node-1", "node-2"]
+    assert target_hosts(None, env, swarm.JOIN) == ["node-1", "node-2"]
+    assert target_hosts(fabric.Connection("node-2"), env, swarm.JOIN) == ["node-2"]
+
+
+def test_image_refs_are_pinned_by_content(env) -> None:
+    ref = images.image_ref(env, "user")
+    assert ref.startswith("hub:5000/swarmhub/user:")
+    assert ref == images.image_ref(env, "user")
+    assert images.image_ref(env, "hub") != ref
+    assert "chp/package.json" in images.context_files("hub")
+
+
+def test_pulled_images_are_used_as_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.env"
+    path.write_text(ENV + "IMAGE_SOURCE=pull\nUSER_IMAGE=quay.io/course/user:2026.1\n")
+    assert images.image_ref(settings.load(str(path)), "user") == "quay.io/course/user:2026.1"
+
+
+def test_build_uses_the_legacy_builder_on_host_networking() -> None:
+    command = images.build_command("r:1", "swarmhub/debian:trixie", "/srv/b")
+    assert "DOCKER_BUILDKIT=0 docker build --network host" in command
+    assert "--build-arg BASE=swarmhub/debian:trixie" in command
+
+
+def test_hub_settings_carry_limits_users_and_the_user_image(env) -> None:
+    text = hub.hub_settings_env(env)
+    assert "USER_MEM_LIMIT=2G" in text and "USER_CPU_LIMIT=1.0" in text
+    assert "ALLOWED_USERS=alice,bob" in text and "ADMIN_USERS=alice" in text
+    assert "USER_IMAGE=hub:5000/swarmhub/user:" in text
+    assert "pw" not in text  # the password goes to secrets/auth.env only
+
+
+def test_compose_restarts_the_hub_when_its_settings_change(env, tmp_path: Path) -> None:
+    compose = hub.render_compose(env)
+    assert "--timeout=1800" in compose
+    assert "container_name: chp" in compose and "container_name: cull" in compose
+    other = tmp_path / "o.env"
+    other.write_text(ENV.replace("USER_CPU_LIMIT=1", "USER_CPU_LIMIT=2"))
+    changed = hub.render_compose(settings.load(str(other)))
+    digest = [line for line in compose.splitlines() if "io.swarmhub.config" in line]
+    assert digest and digest[0] not in changed
+
+
+def test_secret_env_files_are_assembled_on_the_hub() -> None:
+    command = hub.secret_env_command("/s", "proxy.env", {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"})
+    assert 'echo "CONFIGPROXY_AUTH_TOKEN=$(cat /s/proxy_token)"' in command
+    assert command.startswith("umask 077")
+
+
+def test_nginx_site_redirects_upgrades_websockets_and_forwards_to_the_hub(env) -> None:
+    site = proxy.render_site(env)
+    assert "return 301 https://$host$request_uri;" in site
+    assert "proxy_set_header Upgrade $http_upgrade;" in site
+    assert "server hub:8000;" in site
+    assert "server_name jupyter.example.edu;" in site
+
+
+def test_self_signed_certificate_names_the_domain_and_address() -> None:
+    command = proxy.self_signed_command("sam-proxy", "10.231.0.11")
+    assert "subjectAltName=DNS:sam-proxy,IP:10.231.0.11" in command
+    assert "chmod 600 /etc/swarmhub/tls/privkey.pem" in command
+
+
+def test_ca_bundle_split_command() -> None:
+    command = provision.split_bundle_command("/b.pem", "/d")
+    assert command.endswith("update-ca-certificates >/dev/null")
