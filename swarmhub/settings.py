@@ -269,6 +269,18 @@ class Settings:
         return self.hosts.get(host, ())
 
 
+def check_local_files(settings: Settings) -> None:
+    """The files an env file names on this machine exist (before any host is touched)."""
+    wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE"]
+    if settings.tls_mode == "provided":
+        wanted += ["TLS_CERT", "TLS_KEY"]
+    for key in wanted:
+        path = settings.values[key]
+        if path is not None and not path.is_file():
+            hint = " (run invoke sandbox.up first)" if key == "SSH_CONFIG" else ""
+            raise SwarmhubError(f"{settings.source.name}: {key}={path} does not exist{hint}")
+
+
 def env_path(name: str | None = None) -> Path:
     """The env file named by ``name``, ``$SWARMHUB_ENV`` or the default (``sandbox``)."""
     name = name or os.environ.get("SWARMHUB_ENV") or DEFAULT_ENV

@@ -15,7 +15,7 @@ from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import table
 from swarmhub.runbook.host import Host
-from swarmhub.settings import Settings
+from swarmhub.settings import Settings, check_local_files
 
 ROLE_NAMES = {"hub": "the hub", "node": "the nodes", "proxy": "the proxy"}
 
@@ -152,6 +152,7 @@ def run_steps(
     context: Any, settings: Settings, steps: list[Step], *, plan: bool = False
 ) -> Session:
     """Run ``steps`` in order on their hosts, print the recap, and fail if any host failed."""
+    check_local_files(settings)
     session = Session(settings, plan=plan)
     try:
         targets = [(step, target_hosts(context, settings, step)) for step in steps]

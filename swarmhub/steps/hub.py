@@ -28,7 +28,7 @@ SECRETS = ("cookie_secret", "proxy_token", "crypt_key", "culler_token")
 SECRET_ENV_FILES = {
     "proxy.env": {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"},
     "culler.env": {"JUPYTERHUB_API_TOKEN": "culler_token"},
-    "hub.env": {
+    "jupyterhub.env": {
         "JPY_COOKIE_SECRET": "cookie_secret",
         "CONFIGPROXY_AUTH_TOKEN": "proxy_token",
         "JUPYTERHUB_CRYPT_KEY": "crypt_key",

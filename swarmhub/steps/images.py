@@ -86,13 +86,28 @@ def debootstrap_base_commands(suite: str, tag: str) -> str:
 
 
 def build_command(ref: str, base: str, context: str) -> str:
+    """Build one image; its log goes to build.log in its context."""
     # The legacy builder on host networking: nested containers reach DNS and the package
     # registries the way the host does.
     return (
         f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
-        f"--build-arg BASE={shlex.quote(base)} --tag {shlex.quote(ref)} . "
-        f"> build.log 2>&1 || {{ tail -n 20 build.log >&2; exit 1; }}"
+        f"--build-arg BASE={shlex.quote(base)} --tag {shlex.quote(ref)} . > build.log 2>&1"
     )
+
+
+def parallel_build_command(builds: list[tuple[str, str, str]]) -> str:
+    """Build the images side by side (downloads overlap builds), then report each failure with
+    the end of its log."""
+    lines = []
+    for index, (ref, base, context) in enumerate(builds):
+        lines.append(f"( {build_command(ref, base, context)} ) & pid{index}=$!")
+    for index, (ref, _, context) in enumerate(builds):
+        lines.append(
+            f"wait $pid{index} || {{ failed=1; echo 'building {ref} failed:' >&2; "
+            f"tail -n 15 {shlex.quote(context)}/build.log >&2; }}"
+        )
+    lines.append("exit ${failed:-0}")
+    return "\n".join(lines)
 
 
 def image_present(host: Host, ref: str) -> bool:
@@ -114,23 +129,35 @@ def ensure_base_image(session: Session, hub: Host) -> None:
     )
 
 
-def ensure_image_built(session: Session, hub: Host, name: str) -> None:
+def ensure_images_built(session: Session, hub: Host) -> None:
+    """The hub and user images exist on the hub; the missing ones are built side by side."""
     settings = session.settings
-    ref = image_ref(settings, name)
-    if image_present(hub, ref):
-        hub.ok(f"{name} image {ref}")
+    missing = []
+    for name in IMAGE_NAMES:
+        ref = image_ref(settings, name)
+        if image_present(hub, ref):
+            hub.ok(f"{name} image {ref}")
+        else:
+            missing.append((name, ref))
+    if not missing:
         return
-    context = f"{settings.hub_dir}/build/{name}"
-    files = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
     if hub.plan:
-        hub.changed(f"build the {name} image {ref}")
+        for name, ref in missing:
+            hub.changed(f"build the {name} image {ref}")
         return
-    hub.run(f"rm -rf {context} && mkdir -p {context}")
-    for filename, content in files.items():
-        hub.put_text(f"{context}/{filename}", content, mode="0644")
-    hub.say("build", f"{name} image {ref} (a few minutes the first time)")
-    hub.run(build_command(ref, base_image(settings), context))
-    hub.changed(f"built the {name} image {ref}")
+    builds = []
+    for name, ref in missing:
+        context = f"{settings.hub_dir}/build/{name}"
+        hub.run(f"rm -rf {context} && mkdir -p {context}")
+        files = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
+        for filename, content in files.items():
+            hub.put_text(f"{context}/{filename}", content, mode="0644")
+        builds.append((ref, base_image(settings), context))
+    names = " and ".join(name for name, _ in missing)
+    hub.say("build", f"the {names} image{'s' if len(missing) > 1 else ''} (minutes, once)")
+    hub.run(parallel_build_command(builds))
+    for name, ref in missing:
+        hub.changed(f"built the {name} image {ref}")
 
 
 def build(session: Session, hub: Host) -> None:
@@ -138,8 +165,7 @@ def build(session: Session, hub: Host) -> None:
         hub.ok("IMAGE_SOURCE=pull: nothing to build")
         return
     ensure_base_image(session, hub)
-    for name in IMAGE_NAMES:
-        ensure_image_built(session, hub, name)
+    ensure_images_built(session, hub)
 
 
 def registry_has(hub: Host, ref: str) -> bool:
@@ -153,7 +179,7 @@ def serve(session: Session, hub: Host) -> None:
     """The registry on the hub holds the user image."""
     settings = session.settings
     if settings.image_source == "pull":
-        hub.ok("IMAGE_SOURCE=pull: no registry needed")
+        pull(session, hub)  # the hub runs the hub image and spawns from the user image
         return
     ensure_packages(hub, ["docker-registry"], "the image registry")
     config = REGISTRY_CONFIG.format(port=settings.registry_port)

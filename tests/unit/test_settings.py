@@ -109,3 +109,9 @@ def test_hub_and_proxy_may_share_a_host(tmp_path: Path) -> None:
 def test_relative_paths_are_relative_to_the_project(tmp_path: Path) -> None:
     loaded = settings.load(str(write(tmp_path, GOOD + "SSH_CONFIG=.sandbox/ssh_config\n")))
     assert loaded.ssh_config == settings.PROJECT_ROOT / ".sandbox/ssh_config"
+
+
+def test_example_env_documents_every_setting() -> None:
+    text = (settings.ENV_DIR / "example.env").read_text()
+    keys = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and line[0] != "#"}
+    assert keys == set(settings.SCHEMA)
