@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -77,34 +78,29 @@ def test_status_shows_every_vm_with_ssh_ok(sandbox: Path) -> None:
         assert "running" in line and line.rstrip().endswith("ok")
 
 
+def fab_with_known_hosts(tmp_path: Path, known_hosts: str) -> subprocess.CompletedProcess[str]:
+    """`fab -H t-hub -- true` with the sandbox's ssh_config, but other known host keys."""
+    (tmp_path / "known_hosts").write_text(known_hosts)
+    config = (STATE_DIR / "ssh_config").read_text()
+    config = config.replace(str(STATE_DIR / "known_hosts"), str(tmp_path / "known_hosts"))
+    (tmp_path / "ssh_config").write_text(config)
+    return run("fab", "-S", str(tmp_path / "ssh_config"), "-H", "t-hub", "--", "true")
+
+
 def test_a_changed_host_key_is_refused(sandbox: Path, tmp_path: Path) -> None:
     known = (STATE_DIR / "known_hosts").read_text()
     other_key = (STATE_DIR / "id_ed25519.pub").read_text().split()[:2]  # any other key
-    tampered = "\n".join(
-        f"{line.split()[0]} {' '.join(other_key)}" for line in known.splitlines() if line
+    tampered = "".join(
+        f"{line.split()[0]} {' '.join(other_key)}\n" for line in known.splitlines() if line
     )
-    (tmp_path / "known_hosts").write_text(tampered + "\n")
-    config = (
-        (STATE_DIR / "ssh_config")
-        .read_text()
-        .replace(str(STATE_DIR / "known_hosts"), str(tmp_path / "known_hosts"))
-    )
-    (tmp_path / "ssh_config").write_text(config)
-    result = run("fab", "-S", str(tmp_path / "ssh_config"), "-H", "t-hub", "--", "true")
+    result = fab_with_known_hosts(tmp_path, tampered)
     assert result.returncode != 0
     assert "host key does not match" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_an_unknown_host_key_is_refused_not_accepted(sandbox: Path, tmp_path: Path) -> None:
-    (tmp_path / "known_hosts").write_text("")
-    config = (
-        (STATE_DIR / "ssh_config")
-        .read_text()
-        .replace(str(STATE_DIR / "known_hosts"), str(tmp_path / "known_hosts"))
-    )
-    (tmp_path / "ssh_config").write_text(config)
-    result = run("fab", "-S", str(tmp_path / "ssh_config"), "-H", "t-hub", "--", "true")
+    result = fab_with_known_hosts(tmp_path, "")
     assert result.returncode != 0
     assert "host key is not known" in result.stderr
     assert (tmp_path / "known_hosts").read_text() == ""

@@ -19,6 +19,7 @@ PROXY_URL = "https://10.232.0.11"
 PASSWORD = "e2e-password"
 NODES = {"t-node-1", "t-node-2"}
 STATE_DIR = ROOT / ".sandbox-test"
+CERT_FILE = ROOT / "test-artifacts" / "t-proxy-cert.pem"
 
 
 def on_hub(sandbox: Path, command: str) -> str:
@@ -51,11 +52,21 @@ def cluster(sandbox: Path) -> Iterator[Path]:
     result = run("invoke", "cluster.all", env_file=sandbox, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert f"JupyterHub is up: {PROXY_URL}/" in result.stdout
+    cert = run(
+        "fab", "-H", "t-proxy", "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox
+    )
+    CERT_FILE.parent.mkdir(exist_ok=True)
+    CERT_FILE.write_text(cert.stdout)
     yield sandbox
 
 
+def student(name: str, password: str = PASSWORD) -> Student:
+    """A student whose client checks the proxy's (self-signed) certificate."""
+    return Student(PROXY_URL, name, password, ca_file=str(CERT_FILE))
+
+
 def test_a_student_logs_in_and_runs_code_on_a_node(cluster: Path) -> None:
-    alice = Student(PROXY_URL, "alice", PASSWORD)
+    alice = student("alice")
     alice.login()
     alice.start_server()
     assert node_of(cluster, "alice") in NODES
@@ -64,11 +75,11 @@ def test_a_student_logs_in_and_runs_code_on_a_node(cluster: Path) -> None:
 
 def test_a_wrong_password_is_refused(cluster: Path) -> None:
     with pytest.raises(AssertionError, match="refused"):
-        Student(PROXY_URL, "mallory", "not-the-password").login()
+        student("mallory", "not-the-password").login()
 
 
 def test_several_users_spread_over_both_nodes(cluster: Path) -> None:
-    students = [Student(PROXY_URL, name, PASSWORD) for name in ("bob", "dave", "erin")]
+    students = [student(name) for name in ("bob", "dave", "erin")]
     for student in students:
         student.login()
         student.start_server()
@@ -109,7 +120,7 @@ def test_plan_lists_a_change_and_makes_none(cluster: Path) -> None:
 
 
 def test_a_hub_setting_change_restarts_only_the_hub(cluster: Path, tmp_path: Path) -> None:
-    alice = Student(PROXY_URL, "alice", PASSWORD)
+    alice = student("alice")
     alice.login()
     alice.start_server()
     before = hub_container_ids(cluster)
@@ -216,7 +227,7 @@ def test_a_broken_env_file_touches_no_host(cluster: Path, tmp_path: Path) -> Non
 
 
 def test_an_idle_server_is_culled(cluster: Path) -> None:
-    carol = Student(PROXY_URL, "carol", PASSWORD)
+    carol = student("carol")
     carol.login()
     carol.start_server()
     deadline = time.monotonic() + 180  # CULL_TIMEOUT=60, CULL_EVERY=15 in the test env

@@ -1,0 +1,103 @@
+"""plan: how many nodes a course needs, from its size and the memory each student gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import Context, task
+
+from swarmhub import capacity
+from swarmhub import settings as env_settings
+from swarmhub.errors import SwarmhubError
+
+# The seed's figures: a course of 527 students, 60 % online at once, 2 GiB each, on VMs
+# of 14 GiB.
+DEFAULT_MEM_PER_USER = "2G"
+DEFAULT_NODE_MEM = "14G"
+MEMINFO = Path("/proc/meminfo")
+
+
+@task(
+    help={
+        "students": "students in the course, a whole number (default 527)",
+        "online": "share of them online at once, a number in (0, 1] (default 0.6)",
+        "mem-per-user": (
+            f"memory limit of each user's server, e.g. 512M or 2G (default {DEFAULT_MEM_PER_USER};"
+            " with --compare: USER_MEM_LIMIT of the env file)"
+        ),
+        "node-mem": f"memory of each node VM, e.g. 14G (default {DEFAULT_NODE_MEM})",
+        "reserve": (
+            f"memory each node keeps for the OS and Docker (default {capacity.DEFAULT_RESERVE})"
+        ),
+        "compare": "compare with the nodes in NODE_HOSTS of the env file ($SWARMHUB_ENV)",
+        "local": "plan for this machine as the one node: its total memory is --node-mem",
+    }
+)
+def plan(
+    c: Context,
+    students: str = "527",
+    online: str = "0.6",
+    mem_per_user: str | None = None,
+    node_mem: str | None = None,
+    reserve: str = capacity.DEFAULT_RESERVE,
+    compare: bool = False,
+    local: bool = False,
+) -> None:
+    """Size the cluster: how many nodes of how much memory a course needs, arithmetic shown.
+
+    Memory is what limits a node (CPU can be shared, memory cannot), so the plan divides
+    the memory of the students online at once by what each node has for them. Sizes use
+    Docker's binary units: 2G and 2GB both mean 2 GiB. Every option is read as text and
+    checked here, so that a typo gets one error line rather than invoke's traceback.
+
+    With --compare, the plan is checked against the env file chosen by SWARMHUB_ENV: the
+    nodes in NODE_HOSTS are counted and, unless --mem-per-user is given, each user gets the
+    env file's USER_MEM_LIMIT (what the hub will really give them). With --local, this
+    machine's total memory (MemTotal of /proc/meminfo) is the node memory, to see how many
+    users fit here, e.g. invoke plan --local --mem-per-user 512M.
+    """
+    if compare and local:
+        raise SwarmhubError("give --compare or --local, not both")
+    if local and node_mem is not None:
+        raise SwarmhubError("--local measures this machine's memory: leave out --node-mem")
+
+    settings = env_settings.load() if compare else None
+    if mem_per_user is None and settings is not None:
+        mem_per_user = settings.user_mem_limit
+        print(f"memory per user: {mem_per_user}, from USER_MEM_LIMIT of {_shown(settings.source)}")
+    node_bytes = (
+        _local_memory()
+        if local
+        else capacity.parse_size(node_mem or DEFAULT_NODE_MEM, "--node-mem")
+    )
+    figures = capacity.plan_capacity(
+        students=capacity.parse_count(students, "--students"),
+        online_share=capacity.parse_share(online, "--online"),
+        mem_per_user=capacity.parse_size(mem_per_user or DEFAULT_MEM_PER_USER, "--mem-per-user"),
+        node_mem=node_bytes,
+        reserve=capacity.parse_size(reserve, "--reserve"),
+    )
+    print(capacity.render_plan(figures))
+    if settings is not None:
+        source = _shown(settings.source)
+        print(capacity.compare_nodes(figures, len(settings.node_hosts), source))
+    if local:
+        print(capacity.describe_local(figures))
+
+
+def _local_memory() -> int:
+    """This machine's total memory in bytes."""
+    try:
+        return capacity.parse_meminfo(MEMINFO.read_text(encoding="ascii"))
+    except OSError:
+        raise SwarmhubError(
+            f"cannot read {MEMINFO}: --local works on Linux only, give --node-mem instead"
+        ) from None
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to here when it is under here."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
