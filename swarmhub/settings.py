@@ -121,6 +121,10 @@ def _memory(value: str) -> str:
     return value
 
 
+def _optional_memory(value: str) -> str:
+    return _memory(value) if value.strip() else ""
+
+
 def _cpus(value: str) -> float:
     cpus = float(value)
     if cpus <= 0:
@@ -196,6 +200,9 @@ SCHEMA: dict[str, Key] = {
     "ADMIN_USERS": Key(_names, "", "hub admins, comma-separated"),
     # Users' servers
     "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
+    "USER_MEM_GUARANTEE": Key(
+        _optional_memory, "", "memory a node must have free for a server; empty: the limit"
+    ),
     "USER_CPU_LIMIT": Key(_cpus, "1.0", "CPU limit of each user's server"),
     "CULL_TIMEOUT": Key(_positive_int, "3600", "seconds of inactivity before a server stops"),
     "CULL_EVERY": Key(_positive_int, "300", "seconds between the culler's checks"),

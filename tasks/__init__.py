@@ -6,10 +6,12 @@ and cluster.all runs them in order. The sandbox rehearses it all on this machine
 
 from invoke import Collection
 
-from tasks import cluster, docker, hub, images, proxy, sandbox, swarm
+from tasks import cluster, docker, hub, images, nodes, proxy, sandbox, swarm
+from tasks.plan import plan
 from tasks.provision import provision
 
 ns = Collection()
 ns.add_task(provision)
-for module in (docker, swarm, images, hub, proxy, cluster, sandbox):
+ns.add_task(plan)
+for module in (docker, swarm, images, hub, proxy, cluster, nodes, sandbox):
     ns.add_collection(Collection.from_module(module))

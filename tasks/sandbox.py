@@ -14,11 +14,13 @@ from swarmhub.sandbox import cluster
 
 
 @task(help={"nodes": "how many node VMs (default: those of NODE_HOSTS in the env file)"})
-def up(c: Context, nodes: int = 0) -> None:
+def up(c: Context, nodes: str = "") -> None:
     """Create the sandbox's VMs (hub, nodes, proxy) or start them; a second run changes nothing."""
     settings = env_settings.load()
+    if nodes and not nodes.isdigit():
+        raise SwarmhubError(f"--nodes {nodes!r} is not a whole number: e.g. --nodes 4")
     log = logger("sandbox")
-    vms = cluster.up(settings, nodes or None, log)
+    vms = cluster.up(settings, int(nodes) if nodes else None, log)
     unlisted = [vm.name for vm in vms if vm.role == "node" and vm.name not in settings.node_hosts]
     print(
         table(

@@ -1,7 +1,10 @@
 # JupyterHub's configuration for swarmhub, copied to the hub by hub.deploy.
 # Every knob comes from the environment (hub.env and secrets/*.env beside it, rendered from
 # the env file), so this file reads the same on every deployment.
+import asyncio
 import os
+
+from dockerspawner import SwarmSpawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 env = os.environ
@@ -21,13 +24,37 @@ c.ConfigurableHTTPProxy.api_url = "http://chp:8001"
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
 
+class CourseSwarmSpawner(SwarmSpawner):
+    """SwarmSpawner that tells a student at once when no node has room for their server,
+    instead of letting the spawn hang until it times out."""
+
+    async def start_object(self):
+        task = await self.get_task()
+        for _ in range(20):  # the scheduler decides within a second or two
+            status = (task or {}).get("Status", {})
+            if status.get("State") != "pending":
+                break
+            if "insufficient resources" in status.get("Err", ""):
+                error = RuntimeError(f"cluster full: {status['Err']}")
+                error.jupyterhub_message = (
+                    "The cluster is full right now: no node has room for another server. "
+                    "Please try again in a few minutes, or tell your course staff."
+                )
+                raise error
+            await asyncio.sleep(0.25)
+            task = await self.get_task()
+        return await super().start_object()
+
+
 # Users' servers: one swarm service each, on the nodes only, with memory and CPU limits.
-c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+# The memory guarantee is a swarm reservation: a node takes a server only if it has room.
+c.JupyterHub.spawner_class = CourseSwarmSpawner
 c.SwarmSpawner.image = env["USER_IMAGE"]
 c.SwarmSpawner.network_name = env["SWARM_NETWORK"]
 c.SwarmSpawner.extra_placement_spec = {"constraints": ["node.role == worker"]}
 c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}  # no IPVS needed
 c.SwarmSpawner.mem_limit = env["USER_MEM_LIMIT"]
+c.SwarmSpawner.mem_guarantee = env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"]
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 c.SwarmSpawner.remove = True
 c.SwarmSpawner.start_timeout = 300

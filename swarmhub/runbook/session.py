@@ -31,10 +31,14 @@ class Step:
     summary: str = ""
 
 
-def target_hosts(context: Any, settings: Settings, step: Step) -> list[str]:
-    """The hosts a step runs on: the one given with ``fab -H``, or those of its roles."""
+def target_hosts(
+    context: Any, settings: Settings, step: Step, only: str | None = None
+) -> list[str]:
+    """The hosts a step runs on: ``only``, the one given with ``fab -H``, or those of its roles."""
     if isinstance(context, fabric.Connection):
-        name = context.original_host
+        only = only or context.original_host
+    if only:
+        name = only
         roles = settings.role_of(name)
         where = " and ".join(ROLE_NAMES[r] for r in sorted(step.roles))
         if not roles:
@@ -149,13 +153,19 @@ class Session:
 
 
 def run_steps(
-    context: Any, settings: Settings, steps: list[Step], *, plan: bool = False
+    context: Any,
+    settings: Settings,
+    steps: list[Step],
+    *,
+    plan: bool = False,
+    only: str | None = None,
 ) -> Session:
-    """Run ``steps`` in order on their hosts, print the recap, and fail if any host failed."""
+    """Run ``steps`` in order on their hosts (or on ``only``), print the recap, and fail if any
+    host failed."""
     check_local_files(settings)
     session = Session(settings, plan=plan)
     try:
-        targets = [(step, target_hosts(context, settings, step)) for step in steps]
+        targets = [(step, target_hosts(context, settings, step, only)) for step in steps]
         session.connect(name for _, names in targets for name in names)
         error: SwarmhubError | None = None
         for step, names in targets:

@@ -43,6 +43,7 @@ def hub_settings_env(settings: Settings) -> str:
         "USER_IMAGE": image_ref(settings, "user"),
         "SWARM_NETWORK": settings.swarm_network,
         "USER_MEM_LIMIT": settings.user_mem_limit,
+        "USER_MEM_GUARANTEE": settings.user_mem_guarantee or settings.user_mem_limit,
         "USER_CPU_LIMIT": settings.user_cpu_limit,
         "AUTHENTICATOR": settings.authenticator,
         "ALLOWED_USERS": ",".join(settings.allowed_users),
