@@ -20,6 +20,10 @@ urllib3.disable_warnings(
 )  # the sandbox's self-signed cert
 
 
+class KernelDied(AssertionError):
+    """The kernel died while running the code (killed for going over its memory limit, say)."""
+
+
 @dataclass
 class Student:
     base_url: str  # https://10.231.0.11
@@ -132,9 +136,14 @@ class Student:
             output = []
             while True:
                 message = json.loads(socket.recv())
+                kind = message["msg_type"]
+                if kind == "status" and message["content"]["execution_state"] in (
+                    "restarting",
+                    "dead",
+                ):
+                    raise KernelDied(f"the kernel of {self.name} died running {code!r}")
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
-                kind = message["msg_type"]
                 if kind == "stream":
                     output.append(message["content"]["text"])
                 elif kind == "error":

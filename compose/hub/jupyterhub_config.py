@@ -24,6 +24,7 @@ c.ConfigurableHTTPProxy.api_url = "http://chp:8001"
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
 
+
 class CourseSwarmSpawner(SwarmSpawner):
     """SwarmSpawner that tells a student at once when no node has room for their server,
     instead of letting the spawn hang until it times out."""

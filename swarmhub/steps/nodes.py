@@ -18,8 +18,11 @@ ADD_STEPS = [provision.STEP, docker_engine.STEP, swarm.JOIN, images.PULL]
 
 # Swarm's availability: "pause" takes no new tasks and keeps the running ones; "drain" also
 # moves the running ones elsewhere (a student's server restarts on another node).
-AVAILABILITY = {"pause": "takes no new servers", "drain": "moves its servers away",
-                "active": "takes new servers"}
+AVAILABILITY = {
+    "pause": "takes no new servers",
+    "drain": "moves its servers away",
+    "active": "takes new servers",
+}
 
 
 def node_availability(hub: Host, node: str) -> str | None:

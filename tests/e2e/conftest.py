@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli import docker, run
+from tests.cli import ROOT, docker, run
+from tests.hub_client import Student
 
 ENV_FILE = Path(__file__).resolve().parent / "sandbox.env"
 VMS = ["t-hub", "t-node-1", "t-node-2", "t-proxy"]
@@ -23,3 +25,53 @@ def sandbox() -> Iterator[Path]:
     result = run("invoke", "sandbox.up", env_file=ENV_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
     yield ENV_FILE
+
+
+PROXY_URL = "https://10.232.0.11"
+PASSWORD = "e2e-password"
+NODES = {"t-node-1", "t-node-2"}
+STATE_DIR = ROOT / ".sandbox-test"
+CERT_FILE = ROOT / "test-artifacts" / "t-proxy-cert.pem"
+
+
+def on_hub(sandbox: Path, command: str) -> str:
+    result = run("fab", "-H", "t-hub", "--", command, env_file=sandbox)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def recap(output: str) -> dict[str, tuple[int, int, int]]:
+    """The RECAP table: host -> (ok, changed, failed)."""
+    rows = re.findall(r"^(\S+)\s+\S+\s+ok=(\d+)\s+changed=(\d+)\s+failed=(\d+)", output, re.M)
+    return {host: (int(ok), int(changed), int(failed)) for host, ok, changed, failed in rows}
+
+
+def hub_container_ids(sandbox: Path) -> dict[str, str]:
+    out = on_hub(sandbox, "docker ps --format '{{.Names}} {{.ID}}'")
+    return dict(line.split() for line in out.splitlines())
+
+
+def node_of(sandbox: Path, user: str) -> str:
+    return on_hub(
+        sandbox,
+        f"docker service ps jupyter-{user} --filter desired-state=running --format '{{{{.Node}}}}'",
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(sandbox: Path) -> Iterator[Path]:
+    """The sandbox, deployed with `invoke cluster.all` from bare VMs."""
+    result = run("invoke", "cluster.all", env_file=sandbox, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert f"JupyterHub is up: {PROXY_URL}/" in result.stdout
+    cert = run(
+        "fab", "-H", "t-proxy", "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox
+    )
+    CERT_FILE.parent.mkdir(exist_ok=True)
+    CERT_FILE.write_text(cert.stdout)
+    yield sandbox
+
+
+def student(name: str, password: str = PASSWORD) -> Student:
+    """A student whose client checks the proxy's (self-signed) certificate."""
+    return Student(PROXY_URL, name, password, ca_file=str(CERT_FILE))

@@ -3,66 +3,23 @@ HTTPS, gets a server on a node and runs code in a kernel. A second run changes n
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli import ROOT, run
-from tests.hub_client import Student
+from tests.cli import run
+from tests.e2e.conftest import (
+    NODES,
+    STATE_DIR,
+    hub_container_ids,
+    node_of,
+    on_hub,
+    recap,
+    student,
+)
 
 pytestmark = pytest.mark.e2e
-
-PROXY_URL = "https://10.232.0.11"
-PASSWORD = "e2e-password"
-NODES = {"t-node-1", "t-node-2"}
-STATE_DIR = ROOT / ".sandbox-test"
-CERT_FILE = ROOT / "test-artifacts" / "t-proxy-cert.pem"
-
-
-def on_hub(sandbox: Path, command: str) -> str:
-    result = run("fab", "-H", "t-hub", "--", command, env_file=sandbox)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def recap(output: str) -> dict[str, tuple[int, int, int]]:
-    """The RECAP table: host -> (ok, changed, failed)."""
-    rows = re.findall(r"^(\S+)\s+\S+\s+ok=(\d+)\s+changed=(\d+)\s+failed=(\d+)", output, re.M)
-    return {host: (int(ok), int(changed), int(failed)) for host, ok, changed, failed in rows}
-
-
-def hub_container_ids(sandbox: Path) -> dict[str, str]:
-    out = on_hub(sandbox, "docker ps --format '{{.Names}} {{.ID}}'")
-    return dict(line.split() for line in out.splitlines())
-
-
-def node_of(sandbox: Path, user: str) -> str:
-    return on_hub(
-        sandbox,
-        f"docker service ps jupyter-{user} --filter desired-state=running --format '{{{{.Node}}}}'",
-    )
-
-
-@pytest.fixture(scope="session")
-def cluster(sandbox: Path) -> Iterator[Path]:
-    """The sandbox, deployed with `invoke cluster.all` from bare VMs."""
-    result = run("invoke", "cluster.all", env_file=sandbox, timeout=1800)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert f"JupyterHub is up: {PROXY_URL}/" in result.stdout
-    cert = run(
-        "fab", "-H", "t-proxy", "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox
-    )
-    CERT_FILE.parent.mkdir(exist_ok=True)
-    CERT_FILE.write_text(cert.stdout)
-    yield sandbox
-
-
-def student(name: str, password: str = PASSWORD) -> Student:
-    """A student whose client checks the proxy's (self-signed) certificate."""
-    return Student(PROXY_URL, name, password, ca_file=str(CERT_FILE))
 
 
 def test_a_student_logs_in_and_runs_code_on_a_node(cluster: Path) -> None:
@@ -80,13 +37,13 @@ def test_a_wrong_password_is_refused(cluster: Path) -> None:
 
 def test_several_users_spread_over_both_nodes(cluster: Path) -> None:
     students = [student(name) for name in ("bob", "dave", "erin")]
-    for student in students:
-        student.login()
-        student.start_server()
+    for one in students:
+        one.login()
+        one.start_server()
     placed = {node_of(cluster, s.name) for s in students} | {node_of(cluster, "alice")}
     assert placed == NODES
-    for student in students:
-        student.stop_server()
+    for one in students:
+        one.stop_server()
 
 
 def test_http_redirects_to_https(cluster: Path) -> None:

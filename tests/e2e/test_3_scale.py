@@ -1,0 +1,155 @@
+"""Scale on the sandbox: nodes come and go, limits hold, a full cluster says so at once, and a
+hub redeploy keeps every running server answering."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run
+from tests.e2e.conftest import hub_container_ids, node_of, on_hub, recap, student
+from tests.hub_client import KernelDied
+
+pytestmark = pytest.mark.e2e
+
+
+def env_with(cluster: Path, tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
+    text = cluster.read_text()
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def availability(cluster: Path) -> dict[str, str]:
+    out = on_hub(cluster, "docker node ls --format '{{.Hostname}} {{.Availability}}'")
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
+    three = env_with(
+        cluster,
+        tmp_path,
+        "three.env",
+        ("NODE_HOSTS=t-node-1,t-node-2", "NODE_HOSTS=t-node-1,t-node-2,t-node-3"),
+    )
+    up = run("invoke", "sandbox.up", "--nodes", "3", env_file=cluster)
+    assert up.returncode == 0, up.stderr
+    # The env file is the source of truth: an unlisted node is refused.
+    refused = run("invoke", "nodes.add", "t-node-3", env_file=cluster)
+    assert refused.returncode != 0 and "not in NODE_HOSTS" in refused.stderr
+    added = run("invoke", "nodes.add", "t-node-3", env_file=three, timeout=900)
+    assert added.returncode == 0, added.stdout[-2000:] + added.stderr
+    rows = recap(added.stdout)
+    assert rows["t-node-3"][1] > 0
+    assert rows.get("t-hub", (0, 0, 0))[1] == 0 and "t-node-1" not in rows  # nothing else touched
+    try:
+        # With the other nodes paused, a new server can only land on t-node-3.
+        for node in ("t-node-1", "t-node-2"):
+            assert run("invoke", "nodes.drain", node, env_file=three).returncode == 0
+        frank = student("frank")
+        frank.login()
+        frank.start_server()
+        assert node_of(cluster, "frank") == "t-node-3"
+        # A node with a server running refuses removal ...
+        refused = run("invoke", "nodes.remove", "t-node-3", env_file=three)
+        assert (
+            refused.returncode != 0 and "still runs 1 server(s) (jupyter-frank)" in refused.stderr
+        )
+        frank.stop_server()
+        # ... and once drained it takes no new servers.
+        for node in ("t-node-1", "t-node-2"):
+            assert run("invoke", "nodes.activate", node, env_file=three).returncode == 0
+        assert run("invoke", "nodes.drain", "t-node-3", env_file=three).returncode == 0
+        assert availability(cluster)["t-node-3"] == "Pause"
+        gina = student("gina")
+        gina.login()
+        gina.start_server()
+        assert node_of(cluster, "gina") in {"t-node-1", "t-node-2"}
+        gina.stop_server()
+        removed = run("invoke", "nodes.remove", "t-node-3", env_file=three)
+        assert removed.returncode == 0, removed.stderr
+        assert "t-node-3" not in availability(cluster)
+        assert "take it out" in removed.stdout
+    finally:
+        for node in ("t-node-1", "t-node-2"):
+            run("invoke", "nodes.activate", node, env_file=cluster)
+
+
+def test_a_kernel_over_its_memory_limit_is_stopped_by_it(cluster: Path) -> None:
+    hana = student("hana")
+    hana.login()
+    hana.start_server()
+    assert hana.run_code("print(len(bytearray(100 * 2**20)))").strip() == str(100 * 2**20)
+    with pytest.raises(KernelDied):  # USER_MEM_LIMIT=512M in the test env
+        hana.run_code("hog = bytearray(900 * 2**20); print('should not get here')")
+    hana.stop_server()
+
+
+def test_a_full_cluster_says_so_within_ten_seconds(cluster: Path, tmp_path: Path) -> None:
+    # Each sandbox node sees this machine's memory: reservations of 3/8 of it fit two per node.
+    total_kib = int(
+        next(
+            line
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ).split()[1]
+    )
+    big = env_with(
+        cluster,
+        tmp_path,
+        "big.env",
+        ("USER_MEM_LIMIT=512M", f"USER_MEM_LIMIT={total_kib * 3 // 8}K"),
+    )
+    assert run("fab", "-H", "t-hub", "hub.deploy", env_file=big).returncode == 0
+    students = [student(f"full-{index}") for index in range(5)]
+    try:
+        for one in students[:4]:
+            one.login()
+            one.start_server()
+        last = students[4]
+        last.login()
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match="spawn refused"):
+            last.start_server()
+        assert time.monotonic() - started < 10
+        page = last.http.get(f"{last.base_url}/hub/spawn-pending/{last.name}", timeout=30)
+        assert "The cluster is full right now" in page.text
+    finally:
+        for one in students:
+            one.stop_server()
+        assert run("fab", "-H", "t-hub", "hub.deploy", env_file=cluster).returncode == 0
+
+
+def test_five_servers_keep_answering_through_a_hub_redeploy(cluster: Path, tmp_path: Path) -> None:
+    # No culling while the five start (the test env culls after 60 s).
+    patient = env_with(cluster, tmp_path, "patient.env", ("CULL_TIMEOUT=60", "CULL_TIMEOUT=3600"))
+    assert run("fab", "-H", "t-hub", "hub.deploy", env_file=patient).returncode == 0
+    students = [student(f"keep-{index}") for index in range(5)]
+    for one in students:
+        one.login()
+        one.start_server()
+    before = hub_container_ids(cluster)
+    changed = env_with(
+        cluster,
+        tmp_path,
+        "changed.env",
+        ("CULL_TIMEOUT=60", "CULL_TIMEOUT=3600"),
+        ("USER_CPU_LIMIT=0.5", "USER_CPU_LIMIT=0.4"),
+    )
+    try:
+        redeploy = run("fab", "-H", "t-hub", "hub.deploy", env_file=changed)
+        assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
+        after = hub_container_ids(cluster)
+        assert after["jupyterhub"] != before["jupyterhub"]
+        assert after["chp"] == before["chp"]
+        for one in students:
+            assert one.run_code("print(1 + 1)").strip() == "2"
+    finally:
+        for one in students:
+            one.stop_server()
+        assert run("fab", "-H", "t-hub", "hub.deploy", env_file=cluster).returncode == 0
