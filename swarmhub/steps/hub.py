@@ -19,7 +19,7 @@ from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_secret
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import PROJECT_ROOT, Settings
-from swarmhub.steps.images import image_present, image_ref
+from swarmhub.steps.images import chp_ref, image_present, image_ref
 
 TEMPLATES = PROJECT_ROOT / "compose" / "hub"
 CONTAINERS = ("chp", "jupyterhub", "cull")
@@ -74,6 +74,7 @@ def render_compose(settings: Settings) -> str:
     )
     return environment.get_template("compose.yml.j2").render(
         hub_image=image_ref(settings, "hub"),
+        chp_image=chp_ref(settings),
         config_digest=digest,
         cull_timeout=settings.cull_timeout,
         cull_every=settings.cull_every,
@@ -131,9 +132,13 @@ def apply(session: Session, hub: Host) -> None:
     changed |= ensure_file(hub, f"{directory}/compose.yml", render_compose(settings))
     if hub.plan:
         return
-    for name in ("hub", "user"):
-        if not image_present(hub, image_ref(settings, name)):
-            raise SwarmhubError(f"{hub.name}: the {name} image is missing: run images.build")
+    for name, ref in (
+        ("hub", image_ref(settings, "hub")),
+        ("user", image_ref(settings, "user")),
+        ("chp", chp_ref(settings)),
+    ):
+        if not image_present(hub, ref):
+            raise SwarmhubError(f"{hub.name}: the {name} image {ref} is missing: run images.build")
     running = running_containers(hub, directory)
     if not changed and running >= set(CONTAINERS):
         hub.ok(f"hub stack running ({', '.join(CONTAINERS)})")

@@ -75,6 +75,33 @@ def image_ref(settings: Settings, name: str) -> str:
     return f"{registry_address(settings)}/{configured}:{image_tag(settings, name)}"
 
 
+def chp_ref(settings: Settings) -> str:
+    """The image chp runs: a tag of the hub image that changes only with chp's own files.
+
+    A hub upgrade (a new JupyterHub, say) builds a new hub image, but chp keeps its image and
+    so its container: students' routes survive the upgrade.
+    """
+    if settings.image_source == "pull":
+        return settings.hub_image
+    digest = hashlib.sha256()
+    for part in (base_image(settings), extra_ca_pem(settings)):
+        digest.update(part.encode() + b"\0")
+    for filename, content in context_files("hub").items():
+        if filename.startswith("chp/"):
+            digest.update(filename.encode() + b"\0" + content + b"\0")
+    return f"{registry_address(settings)}/swarmhub/chp:{digest.hexdigest()[:12]}"
+
+
+def ensure_chp_image(session: Session, hub: Host) -> None:
+    """chp's tag exists; it is made from the current hub image only when chp's files change."""
+    ref = chp_ref(session.settings)
+    if image_present(hub, ref):
+        hub.ok(f"chp image {ref}")
+        return
+    hub_ref = image_ref(session.settings, "hub")
+    hub.change(f"chp image {ref}", f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}")
+
+
 def debootstrap_base_commands(suite: str, tag: str) -> str:
     rootfs = "/var/tmp/swarmhub-rootfs"
     return (
@@ -166,6 +193,7 @@ def build(session: Session, hub: Host) -> None:
         return
     ensure_base_image(session, hub)
     ensure_images_built(session, hub)
+    ensure_chp_image(session, hub)
 
 
 def registry_has(hub: Host, ref: str) -> bool:

@@ -125,7 +125,7 @@ def test_a_full_cluster_says_so_within_ten_seconds(cluster: Path, tmp_path: Path
         assert run("fab", "-H", "t-hub", "hub.deploy", env_file=cluster).returncode == 0
 
 
-def test_five_servers_keep_answering_through_a_hub_redeploy(cluster: Path, tmp_path: Path) -> None:
+def test_five_servers_keep_answering_through_a_hub_upgrade(cluster: Path, tmp_path: Path) -> None:
     # No culling while the five start (the test env culls after 60 s).
     patient = env_with(cluster, tmp_path, "patient.env", ("CULL_TIMEOUT=60", "CULL_TIMEOUT=3600"))
     assert run("fab", "-H", "t-hub", "hub.deploy", env_file=patient).returncode == 0
@@ -134,19 +134,29 @@ def test_five_servers_keep_answering_through_a_hub_redeploy(cluster: Path, tmp_p
         one.login()
         one.start_server()
     before = hub_container_ids(cluster)
-    changed = env_with(
+    # A new hub version: the same image under a new name stands for a rebuilt one ...
+    hub_ref = on_hub(cluster, "docker inspect --format '{{.Config.Image}}' jupyterhub")
+    on_hub(
+        cluster, f"docker tag {hub_ref} {hub_ref.replace('/swarmhub/hub:', '/swarmhub/hub-next:')}"
+    )
+    # ... and a changed setting, in one redeploy.
+    upgraded = env_with(
         cluster,
         tmp_path,
-        "changed.env",
+        "upgraded.env",
         ("CULL_TIMEOUT=60", "CULL_TIMEOUT=3600"),
         ("USER_CPU_LIMIT=0.5", "USER_CPU_LIMIT=0.4"),
     )
+    upgraded.write_text(upgraded.read_text() + "HUB_IMAGE=swarmhub/hub-next\n")
     try:
-        redeploy = run("fab", "-H", "t-hub", "hub.deploy", env_file=changed)
+        redeploy = run("fab", "-H", "t-hub", "hub.deploy", env_file=upgraded)
         assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
         after = hub_container_ids(cluster)
         assert after["jupyterhub"] != before["jupyterhub"]
         assert after["chp"] == before["chp"]
+        assert "hub-next" in on_hub(
+            cluster, "docker inspect --format '{{.Config.Image}}' jupyterhub"
+        )
         for one in students:
             assert one.run_code("print(1 + 1)").strip() == "2"
     finally:
