@@ -1,0 +1,148 @@
+"""The shell commands that look into the hosts, built as text (nothing runs here).
+
+A host's status is one SSH round trip: `sectioned` joins the probes into one script whose
+output is split again by `parse.split_sections`. Every probe only reads.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from swarmhub.settings import Settings
+from swarmhub.steps.hub import CONTAINERS
+from swarmhub.steps.proxy import CERT_PATH
+
+SECTION_MARK = "@@swarmhub "
+REGISTRY_UNIT = "docker-registry"
+USER_SERVICE_PREFIX = "jupyter-"
+# The hub's REST API through chp on the hub itself (nginx on the proxy forwards to this port).
+HUB_API = "http://127.0.0.1:8000/hub/api"
+# Ask JupyterHub for pages ({"items": [...], "_pagination": {...}}) rather than a bare list
+# silently cut at its page size.
+PAGINATION = "Accept: application/jupyterhub-pagination+json"
+USERS_PAGE_SIZE = 200  # JupyterHub's largest page
+NODE_FORMAT = "{{.Hostname}}|{{.Status}}|{{.Availability}}|{{.ManagerStatus}}"
+CONTAINER_FORMAT = (
+    "{{.Name}}|{{.State.Status}}|{{.State.StartedAt}}|{{.RestartCount}}|{{.State.ExitCode}}"
+)
+TASK_FORMAT = "{{.Name}}|{{.Node}}|{{.CurrentState}}"
+
+
+def as_root(command: str) -> str:
+    """``command`` run by root through sudo, as `Host.run` does."""
+    return f"sudo -n sh -c {shlex.quote(command)}"
+
+
+def sectioned(sections: dict[str, str]) -> str:
+    """One script running each command in turn, its output (stdout and stderr) after a marker
+    line naming it; a failing command does not stop the others."""
+    # The empty echo ends a last line that has no newline (curl's -w code) before the marker.
+    return "; ".join(
+        f"echo; echo {shlex.quote(SECTION_MARK + name)}; {{ {command}; }} 2>&1"
+        for name, command in sections.items()
+    )
+
+
+def culler_token_file(settings: Settings) -> str:
+    return f"{settings.hub_dir}/secrets/culler_token"
+
+
+def hub_api_command(url: str, token_file: str | None = None, timeout: int = 5) -> str:
+    """GET ``url`` from the hub's API on the hub: the body, then the HTTP code on a last line.
+
+    With ``token_file`` the request carries the token in that file. The token reaches curl on
+    its standard input (``printf`` is a shell builtin), so it is never on a command line (not
+    in ``ps`` on the hub) and never in what this program receives or prints.
+    """
+    request = f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -H {shlex.quote(PAGINATION)}"
+    if token_file is None:
+        return f"{request} {shlex.quote(url)}"
+    token = f'"$(cat {shlex.quote(token_file)})"'
+    return f"printf 'Authorization: token %s\\n' {token} | {request} -H @- {shlex.quote(url)}"
+
+
+def users_command(settings: Settings, offset: int = 0) -> str:
+    """One page of the users with an active (ready or pending) server, with their servers."""
+    url = f"{HUB_API}/users?state=active&offset={offset}&limit={USERS_PAGE_SIZE}"
+    return hub_api_command(url, culler_token_file(settings))
+
+
+def node_list_command() -> str:
+    return f"docker node ls --format '{NODE_FORMAT}'"
+
+
+def user_tasks_command() -> str:
+    """The running task of every user's server (a swarm service jupyter-*): name, node, state."""
+    return (
+        f"ids=$(docker service ls -q --filter name={USER_SERVICE_PREFIX}); "
+        f'if [ -n "$ids" ]; then docker service ps $ids --filter desired-state=running '
+        f"--format '{TASK_FORMAT}'; fi"
+    )
+
+
+def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str, str]:
+    """What `invoke status` asks each host, by its roles."""
+    sections = {
+        "now": "date -u +%s",
+        "disk": "df -P /",
+        "memory": "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo",
+    }
+    if "hub" in roles or "node" in roles:
+        sections["docker"] = "systemctl is-active docker"
+    if "hub" in roles:
+        sections["nodes"] = node_list_command()
+        sections["containers"] = (
+            f"docker inspect --format '{CONTAINER_FORMAT}' {' '.join(CONTAINERS)}"
+        )
+        sections["registry"] = f"systemctl is-active {REGISTRY_UNIT}"
+        sections["hub_api"] = hub_api_command(f"{HUB_API}/")
+        sections["tasks"] = user_tasks_command()
+        sections["users"] = users_command(settings)
+    if "proxy" in roles:
+        sections["nginx"] = "systemctl is-active nginx"
+        sections["cert"] = f"openssl x509 -noout -enddate -in {CERT_PATH}"
+    return sections
+
+
+def health_hub_sections() -> dict[str, str]:
+    """What `invoke health` asks the hub: its API through chp, and the swarm's nodes."""
+    return {
+        "hub_api": hub_api_command(f"{HUB_API}/", timeout=3),
+        "nodes": node_list_command(),
+    }
+
+
+# --- users' servers: the swarm service of each ---
+
+
+def escape_user(name: str) -> str:
+    """A user name as DockerSpawner writes it in names (its default ``escape``): lower-case
+    letters and digits stay, every other byte becomes ``-`` and two hex digits (obs-alice ->
+    obs-2dalice)."""
+    safe = set("abcdefghijklmnopqrstuvwxyz0123456789")
+    return "".join(
+        char if char in safe else "".join(f"-{byte:02x}" for byte in char.encode()) for char in name
+    ).lower()
+
+
+def unescape_user(escaped: str) -> str:
+    """The user name behind an escaped one (the inverse of `escape_user`)."""
+    data = bytearray()
+    i = 0
+    while i < len(escaped):
+        if escaped[i] == "-" and _is_hex(escaped[i + 1 : i + 3]):
+            data.append(int(escaped[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            data += escaped[i].encode()
+            i += 1
+    return data.decode(errors="replace")
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def user_service(name: str) -> str:
+    """The swarm service of ``name``'s server."""
+    return USER_SERVICE_PREFIX + escape_user(name)
