@@ -59,7 +59,7 @@ c.SwarmSpawner.mem_guarantee = env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LI
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 c.SwarmSpawner.remove = True
 c.SwarmSpawner.start_timeout = 300
-c.SwarmSpawner.http_timeout = 120
+c.SwarmSpawner.http_timeout = 300  # a login storm on small nodes is CPU-bound
 c.SwarmSpawner.debug = env.get("SPAWNER_DEBUG") == "1"
 
 # Who may log in.
