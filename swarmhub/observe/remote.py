@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.host import Host
+from swarmhub.runbook.session import open_host as open_runbook_host
 from swarmhub.settings import Settings
 
 T = TypeVar("T")
@@ -33,26 +33,8 @@ class Reach:
 
 
 def open_host(settings: Settings, name: str, connect_timeout: int = 10) -> Host:
-    """A checked connection to ``name`` whose user may sudo (as the runbook's `Session`)."""
-    connection = ssh.connect(
-        name,
-        ssh_config=settings.ssh_config,
-        user=settings.ssh_user,
-        port=settings.ssh_port,
-        key_file=settings.ssh_key,
-        connect_timeout=connect_timeout,
-    )
-    try:
-        connection.open()
-        check = connection.run("sudo -n true", hide=True, warn=True, in_stream=False)
-    except SwarmhubError:
-        raise
-    except Exception as error:  # a connection that drops while opening
-        raise SwarmhubError(f"{name}: SSH failed: {error}") from None
-    if check.failed:
-        connection.close()
-        raise SwarmhubError(f"{name}: {settings.ssh_user} cannot run sudo without a password")
-    return Host(name, settings.role_of(name), connection, quiet=True)
+    """A checked connection to ``name`` whose user may sudo, quiet (observing changes nothing)."""
+    return open_runbook_host(settings, name, quiet=True, connect_timeout=connect_timeout)
 
 
 def reach(settings: Settings, names: Iterable[str], connect_timeout: int = 10) -> Reach:

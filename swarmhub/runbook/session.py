@@ -56,6 +56,39 @@ def target_hosts(
     return [host for host, roles in settings.hosts.items() if set(roles) & step.roles]
 
 
+def open_host(
+    settings: Settings,
+    name: str,
+    *,
+    plan: bool = False,
+    quiet: bool = False,
+    connect_timeout: int = 10,
+) -> Host:
+    """A checked connection to ``name`` whose user may sudo without a password."""
+    connection = ssh.connect(
+        name,
+        ssh_config=settings.ssh_config,
+        user=settings.ssh_user,
+        port=settings.ssh_port,
+        key_file=settings.ssh_key,
+        connect_timeout=connect_timeout,
+    )
+    try:
+        connection.open()
+        check = connection.run("sudo -n true", hide=True, warn=True, in_stream=False)
+    except SwarmhubError:
+        raise
+    except Exception as error:  # a connection that drops while opening
+        raise SwarmhubError(f"{name}: SSH failed: {error}") from None
+    if check.failed:
+        connection.close()
+        raise SwarmhubError(
+            f"{name}: {settings.ssh_user} cannot run sudo without a password: give that user "
+            "passwordless sudo (a line in /etc/sudoers.d), or set SSH_USER to one who has it"
+        )
+    return Host(name, settings.role_of(name), connection, plan=plan, quiet=quiet)
+
+
 class Session:
     """Connections to the hosts of one run, and the tally of what happened on each."""
 
@@ -68,22 +101,7 @@ class Session:
         self.memo: dict[str, Any] = {}
 
     def _open(self, name: str) -> Host:
-        s = self.settings
-        connection = ssh.connect(
-            name,
-            ssh_config=s.ssh_config,
-            user=s.ssh_user,
-            port=s.ssh_port,
-            key_file=s.ssh_key,
-        )
-        connection.open()
-        check = connection.run("sudo -n true", hide=True, warn=True)
-        if check.failed:
-            raise SwarmhubError(
-                f"{name}: {s.ssh_user} cannot run sudo without a password: give that user "
-                "passwordless sudo (a line in /etc/sudoers.d), or set SSH_USER to one who has it"
-            )
-        return Host(name, s.role_of(name), connection, plan=self.plan, quiet=self.quiet)
+        return open_host(self.settings, name, plan=self.plan, quiet=self.quiet)
 
     def connect(self, names: Iterable[str]) -> list[Host]:
         """Connect to every host before anything changes; one unreachable host stops all."""
