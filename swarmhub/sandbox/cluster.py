@@ -25,13 +25,15 @@ from swarmhub.sandbox import base_image, commands
 from swarmhub.sandbox.plan import VM, hosts_block, plan_vms, with_hosts_block
 from swarmhub.settings import Settings
 
+# The same place and digest as the runbook's provision step, which then finds them trusted.
+from swarmhub.steps.provision import CA_DIR
+
 Log = Callable[[str], None]
 
 KEY_NAME = "id_ed25519"
 KNOWN_HOSTS = "known_hosts"
 SSH_CONFIG = "ssh_config"
 STATE_FILES = (KEY_NAME, KEY_NAME + ".pub", KNOWN_HOSTS, SSH_CONFIG)
-CA_DIR = "/usr/local/share/ca-certificates/swarmhub"
 
 
 @dataclass(frozen=True)
