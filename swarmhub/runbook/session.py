@@ -3,6 +3,7 @@ independent, and a recap at the end (Ansible's PLAY RECAP is the model)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,13 +99,28 @@ class Session:
         self.quiet = quiet
         self.hosts: dict[str, Host] = {}
         self.started = time.monotonic()
-        self.memo: dict[str, Any] = {}
+        self._memo: dict[str, Any] = {}
+        # Steps run on several hosts at once may connect to a shared host (the hub) or
+        # compute a shared fact (the join token): one thread at a time does it.
+        self._lock = threading.RLock()
+
+    def remember(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A fact shared by the hosts of this run, computed once."""
+        with self._lock:
+            if key not in self._memo:
+                self._memo[key] = compute()
+            return self._memo[key]
 
     def _open(self, name: str) -> Host:
         return open_host(self.settings, name, plan=self.plan, quiet=self.quiet)
 
     def connect(self, names: Iterable[str]) -> list[Host]:
         """Connect to every host before anything changes; one unreachable host stops all."""
+        with self._lock:
+            return self._connect(names)
+
+    def _connect(self, names: Iterable[str]) -> list[Host]:
+        names = list(names)
         wanted = [n for n in dict.fromkeys(names) if n not in self.hosts]
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
             futures = {name: pool.submit(self._open, name) for name in wanted}

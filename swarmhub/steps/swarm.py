@@ -34,13 +34,14 @@ def pick_address(ip_addr_output: str) -> str | None:
 def hub_address(session: Session, hub: Host) -> str:
     if session.settings.hub_address:
         return session.settings.hub_address
-    if "hub_address" not in session.memo:
-        out = hub.probe("ip -4 -o addr show scope global", sudo=False).stdout
-        address = pick_address(out)
+
+    def probe() -> str:
+        address = pick_address(hub.probe("ip -4 -o addr show scope global", sudo=False).stdout)
         if not address:
             raise SwarmhubError(f"{hub.name}: no global IPv4 address found: set HUB_ADDRESS")
-        session.memo["hub_address"] = address
-    return session.memo["hub_address"]
+        return address
+
+    return session.remember("hub_address", probe)
 
 
 def init_command(address: str) -> str:
@@ -82,11 +83,10 @@ def manage(session: Session, hub: Host) -> None:
 
 
 def join_token(session: Session) -> str:
-    if "join_token" not in session.memo:
-        hub = session.host(session.settings.hub_host)
-        token = hub.probe("docker swarm join-token -q worker").stdout.strip()
-        session.memo["join_token"] = token
-    return session.memo["join_token"]
+    hub = session.host(session.settings.hub_host)
+    return session.remember(
+        "join_token", lambda: hub.probe("docker swarm join-token -q worker").stdout.strip()
+    )
 
 
 def join(session: Session, node: Host) -> None:
@@ -102,14 +102,14 @@ def join(session: Session, node: Host) -> None:
         raise SwarmhubError(f"{hub.name} is not a swarm manager: run swarm.manage first")
     address = hub_address(session, hub)
     if not node.plan:
-        node.run(f"docker swarm join --token {shlex.quote(token)} {address}:2377")
-        # A node that left and joined again leaves a stale "down" entry behind on the manager.
+        # Entries the manager still holds for this host are from before it left: stale.
         stale = hub.probe(
-            "docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}}' "
-            f'| awk \'$2 == "{node.name}" && $3 == "Down" {{print $1}}\''
+            "docker node ls --format '{{.ID}} {{.Hostname}}' "
+            f"| awk '$2 == \"{node.name}\" {{print $1}}'"
         ).stdout.split()
+        node.run(f"docker swarm join --token {shlex.quote(token)} {address}:2377")
         if stale:
-            hub.run(f"docker node rm {' '.join(stale)}")
+            hub.run(f"docker node rm --force {' '.join(stale)}")
     node.changed(f"joined the swarm of {hub.name} ({address})")
 
 
@@ -123,5 +123,6 @@ JOIN = Step(
     name="swarm.join",
     roles=frozenset({"node"}),
     apply=join,
+    parallel=True,
     summary="nodes join the swarm as workers",
 )
