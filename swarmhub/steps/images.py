@@ -57,14 +57,19 @@ def base_image(settings: Settings) -> str:
     return LOCAL_BASE if settings.image_base == "debootstrap" else settings.image_base
 
 
-def image_tag(settings: Settings, name: str) -> str:
-    """A tag that changes when anything the image is built from changes."""
+def build_digest(settings: Settings, files: dict[str, bytes]) -> str:
+    """12 hex digits that change when the base, the extra CAs or any of ``files`` change."""
     digest = hashlib.sha256()
     for part in (base_image(settings), extra_ca_pem(settings)):
         digest.update(part.encode() + b"\0")
-    for filename, content in context_files(name).items():
+    for filename, content in files.items():
         digest.update(filename.encode() + b"\0" + content + b"\0")
     return digest.hexdigest()[:12]
+
+
+def image_tag(settings: Settings, name: str) -> str:
+    """A tag that changes when anything the image is built from changes."""
+    return build_digest(settings, context_files(name))
 
 
 def image_ref(settings: Settings, name: str) -> str:
@@ -83,13 +88,8 @@ def chp_ref(settings: Settings) -> str:
     """
     if settings.image_source == "pull":
         return settings.hub_image
-    digest = hashlib.sha256()
-    for part in (base_image(settings), extra_ca_pem(settings)):
-        digest.update(part.encode() + b"\0")
-    for filename, content in context_files("hub").items():
-        if filename.startswith("chp/"):
-            digest.update(filename.encode() + b"\0" + content + b"\0")
-    return f"{registry_address(settings)}/swarmhub/chp:{digest.hexdigest()[:12]}"
+    chp_files = {n: c for n, c in context_files("hub").items() if n.startswith("chp/")}
+    return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
 
 
 def ensure_chp_image(session: Session, hub: Host) -> None:
