@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from swarmhub.sandbox.plan import plan_vms
+from swarmhub.settings import read_env_file, validate
 from tests.cli import ROOT, docker, run
 from tests.hub_client import Student
 
-ENV_FILE = Path(__file__).resolve().parent / "sandbox.env"
-VMS = ["t-hub", "t-node-1", "t-node-2", "t-proxy"]
+# The suite's own sandbox (tests/e2e/sandbox.env). SWARMHUB_E2E_ENV names another env file
+# so that a new test file can run against a second sandbox beside it; the older test files
+# still spell the t-* names out and run only against sandbox.env.
+ENV_FILE = Path(
+    os.environ.get("SWARMHUB_E2E_ENV") or Path(__file__).resolve().parent / "sandbox.env"
+).resolve()
+SETTINGS = validate(read_env_file(ENV_FILE), ENV_FILE)
+HUB = SETTINGS.hub_host
+PROXY = SETTINGS.proxy_host
+NODE_LIST = list(SETTINGS.node_hosts)
+VMS = [vm.name for vm in plan_vms(SETTINGS)]
+ADDRESSES = {vm.name: vm.address for vm in plan_vms(SETTINGS)}
 
 
 def container_ids(names: list[str]) -> dict[str, str]:
@@ -27,15 +40,15 @@ def sandbox() -> Iterator[Path]:
     yield ENV_FILE
 
 
-PROXY_URL = "https://10.232.0.11"
-PASSWORD = "e2e-password"
-NODES = {"t-node-1", "t-node-2"}
-STATE_DIR = ROOT / ".sandbox-test"
-CERT_FILE = ROOT / "test-artifacts" / "t-proxy-cert.pem"
+PROXY_URL = f"https://{ADDRESSES[PROXY]}"
+PASSWORD = SETTINGS.dummy_password
+NODES = set(NODE_LIST)
+STATE_DIR = (ROOT / SETTINGS.sandbox_dir).resolve()
+CERT_FILE = ROOT / "test-artifacts" / f"{PROXY}-cert.pem"
 
 
 def on_hub(sandbox: Path, command: str) -> str:
-    result = run("fab", "-H", "t-hub", "--", command, env_file=sandbox)
+    result = run("fab", "-H", HUB, "--", command, env_file=sandbox)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -64,9 +77,7 @@ def cluster(sandbox: Path) -> Iterator[Path]:
     result = run("invoke", "cluster.all", env_file=sandbox, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert f"JupyterHub is up: {PROXY_URL}/" in result.stdout
-    cert = run(
-        "fab", "-H", "t-proxy", "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox
-    )
+    cert = run("fab", "-H", PROXY, "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox)
     CERT_FILE.parent.mkdir(exist_ok=True)
     CERT_FILE.write_text(cert.stdout)
     yield sandbox
