@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.observe.commands import REGISTRY_UNIT, user_service
+from swarmhub.observe.commands import OOM_EVENTS_SINCE, REGISTRY_UNIT, SERVICE_LABEL, user_service
 from swarmhub.settings import Settings
 
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
@@ -99,6 +99,28 @@ def user_logs(hub: str, user: str, tail: int, follow: bool) -> LogSource:
     )
 
 
+def oom_logs(node: str, user: str, memory_limit: str, follow: bool) -> LogSource:
+    """The OOM kills of a user's server that ``node``'s engine saw in the last day, as lines
+    that name the cause (the server's own log only shows a kernel restarting); followed, the
+    kills still to come too."""
+    service = user_service(user)
+    until = "" if follow else ' --until "$(date +%s)"'
+    events = (
+        f"docker events --since {OOM_EVENTS_SINCE}{until} --filter type=container "
+        f"--filter event=oom --filter label={SERVICE_LABEL}={service} --format '{{{{.Time}}}}'"
+    )
+    message = (
+        f"OOM kill in {service} ({user}'s server): a process, usually the notebook's kernel, "
+        f"went over the memory limit of {memory_limit} and the kernel killed it; "
+        "Jupyter then shows 'kernel died' and restarts the kernel"
+    )
+    return LogSource(
+        node,
+        "oom",
+        f"{events} | while read -r t; do echo \"$(date -u -d @$t '+%F %T UTC') {message}\"; done",
+    )
+
+
 def user_of(service: str) -> str | None:
     """The NAME of ``user:NAME``, or None for another service."""
     if not service.startswith("user:"):
@@ -114,7 +136,10 @@ def log_sources(settings: Settings, service: str, tail: int, follow: bool) -> li
     hub = settings.hub_host
     user = user_of(service)
     if user is not None:
-        return [user_logs(hub, user, tail, follow)]
+        limit = settings.user_mem_limit
+        return [user_logs(hub, user, tail, follow)] + [
+            oom_logs(node, user, limit, follow) for node in settings.node_hosts
+        ]
     if service in CONTAINER_OF:
         return [container_logs(hub, CONTAINER_OF[service], tail, follow)]
     if service == "registry":

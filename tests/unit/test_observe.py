@@ -56,7 +56,7 @@ def test_a_sectioned_script_splits_back_into_its_sections() -> None:
 
 def test_probes_follow_the_roles(env: settings.Settings) -> None:
     node = commands.host_probe_sections(env, ("node",))
-    assert set(node) == {"now", "disk", "memory", "docker"}
+    assert set(node) == {"now", "disk", "memory", "docker", "oom"}
     proxy = commands.host_probe_sections(env, ("proxy",))
     assert {"nginx", "cert"} <= set(proxy) and "docker" not in proxy
     hub = commands.host_probe_sections(env, ("hub", "proxy"))
@@ -491,7 +491,8 @@ def test_services_and_their_hosts(env: settings.Settings) -> None:
 
 
 def test_a_users_server_is_read_through_the_swarm(env: settings.Settings) -> None:
-    (user,) = sources.log_sources(env, "user:obs-alice", 20, True)
+    user, *oom = sources.log_sources(env, "user:obs-alice", 20, True)
+    assert [s.host for s in oom] == ["sam-node-1", "sam-node-2"]
     assert user.host == "sam-hub"
     assert user.command == (
         "docker service logs --tail 20 --follow --no-task-ids jupyter-obs-2dalice 2>&1"
