@@ -13,6 +13,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.observe.commands import OOM_EVENTS_SINCE, REGISTRY_UNIT, SERVICE_LABEL, user_service
 from swarmhub.settings import Settings
 
+AGENT_UNIT = "swarmhub-agent"
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
 
 # The services of `invoke logs`, and where their logs come from.
@@ -23,12 +24,13 @@ SERVICES = {
     "proxy": "nginx on the proxy: its journal, access.log and error.log",
     "registry": f"the {REGISTRY_UNIT} service's journal on the hub",
     "docker": "the Docker daemon's journal on the hub and every node",
+    "agent": "the swarmhub-agent's journal on every host (log shipping and alerts)",
     "user:NAME": "the server of user NAME, on whichever node it runs",
 }
 # The containers of the hub stack, by service name.
 CONTAINER_OF = {"hub": "jupyterhub", "cull": "cull", "chp": "chp"}
 # Every service but the users' servers, in the order an archive lists them.
-HOST_SERVICES = ("hub", "cull", "chp", "registry", "docker", "proxy")
+HOST_SERVICES = ("hub", "cull", "chp", "registry", "docker", "proxy", "agent")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def log_sources(settings: Settings, service: str, tail: int, follow: bool) -> li
         return [journal_logs(hub, REGISTRY_UNIT, tail, follow)]
     if service == "docker":
         return [journal_logs(host, "docker", tail, follow) for host in docker_hosts(settings)]
+    if service == "agent":
+        return [journal_logs(host, AGENT_UNIT, tail, follow) for host in settings.hosts]
     if service == "proxy":
         proxy = settings.proxy_host
         return [journal_logs(proxy, "nginx", tail, follow)] + [

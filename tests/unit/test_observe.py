@@ -505,7 +505,8 @@ def test_an_unknown_service_lists_the_valid_ones(env: settings.Settings) -> None
     with pytest.raises(SwarmhubError) as error:
         sources.log_sources(env, "jupyter", 100, False)
     assert error.value.reason == (
-        "unknown service 'jupyter': give one of hub, cull, chp, proxy, registry, docker, user:NAME"
+        "unknown service 'jupyter': give one of hub, cull, chp, proxy, registry, docker, agent, "
+        "user:NAME"
     )
     with pytest.raises(SwarmhubError, match="give a user name after user:"):
         sources.log_sources(env, "user:", 100, False)
@@ -632,7 +633,7 @@ def test_an_unknown_log_service_is_one_error_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: unknown service 'nginx': give one of hub, cull, chp, proxy, registry, docker, "
-        "user:NAME"
+        "agent, user:NAME"
     ]
 
 
