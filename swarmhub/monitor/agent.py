@@ -78,9 +78,11 @@ def syslog_message(line: Line, hostname: str, when: datetime) -> str:
     return f"<{priority}>1 {stamp} {hostname} {app} - - - {text}"
 
 
+# JupyterHub 5's words for a spawn that failed: an error, a timeout, a handler's error.
 SPAWN_FAILED = re.compile(
-    r"(?:error starting|failed to start|spawn failed for|failed to spawn)\s+(?:server\s+)?"
-    r"(?P<user>[^\s']+?)(?:'s server|:|\s|$)",
+    r"error starting (?P<error>[^\s']+)'s server"
+    r"|(?P<timeout>[^\s']+)'s server failed to start in"
+    r"|error starting server (?P<handler>[^\s:]+)",
     re.I,
 )
 KERNEL_DIED = re.compile(
@@ -104,8 +106,8 @@ def alert_for_line(line: Line, host: str) -> Alert | None:
     """The alert a single log line raises, if any (5xx bursts are counted elsewhere)."""
     if line.app == "jupyterhub":
         match = SPAWN_FAILED.search(line.text)
-        if match and severity_of(line.text) == "error":
-            user = match.group("user")
+        if match:
+            user = next(name for name in match.groups() if name)
             reason = line.text.split("]", 1)[-1].strip()[:300]
             return Alert("spawn-failed", user, f"{user}'s server failed to start: {reason}")
     if line.user and KERNEL_DIED.search(line.text):

@@ -52,15 +52,23 @@ def test_severity(text: str, severity: str) -> None:
     assert agent.severity_of(text) == severity
 
 
-def test_a_failed_spawn_names_the_user() -> None:
-    line = agent.Line(
-        "jupyterhub",
-        "[E 2026-11-26 01:00:00.000 JupyterHub user:1000] Unhandled error starting alice's "
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[E 2026-11-26 01:00:00.000 JupyterHub user:1013] Unhandled error starting alice's "
         "server: cluster full: no suitable node",
-    )
-    alert = agent.alert_for_line(line, "sam-hub")
+        "[E 2026-11-26 01:00:00.000 JupyterHub user:1007] Error starting alice's server: "
+        "HTTP 500: cluster full",
+        "[W 2026-11-26 01:00:00.000 JupyterHub user:998] alice's server failed to start in "
+        "300 seconds, giving up.",
+        "[E 2026-11-26 01:00:00.000 JupyterHub pages:370] Unhandled error starting server alice",
+    ],
+)
+def test_a_failed_spawn_names_the_user(text: str) -> None:
+    alert = agent.alert_for_line(agent.Line("jupyterhub", text), "sam-hub")
     assert alert is not None and alert.cause == "spawn-failed" and alert.subject == "alice"
-    assert "cluster full" in alert.text
+    cleanup = "[E 2026] Failed to cleanup alice's server that failed to start"
+    assert agent.alert_for_line(agent.Line("jupyterhub", cleanup), "sam-hub") is None
 
 
 def test_a_restarting_kernel_is_a_dead_kernel_of_that_user() -> None:
