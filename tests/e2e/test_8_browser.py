@@ -67,7 +67,11 @@ def test_jupyterlab_in_a_real_browser(browser: Browser) -> None:
         page.click("#login_submit")
         # The hub spawns the server on a node and sends the browser on to JupyterLab.
         page.wait_for_url(f"**/user/{USER}/lab**", timeout=SPAWN_TIMEOUT_MS)
-        page.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
+        page.goto(f"{PROXY_URL}/user/{USER}/lab?reset")  # the launcher, not a restored layout
+        # A new notebook starts a kernel; a cell run before its websocket answers is lost.
+        with page.expect_websocket(lambda ws: "/api/kernels/" in ws.url) as kernel:
+            page.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
+        kernel.value.wait_for_event("framereceived")
         panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
         editor = panel.locator(".jp-Cell .cm-content").first
