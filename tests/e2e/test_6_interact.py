@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli import run
 from tests.e2e.conftest import NODE_LIST, PROXY_URL, node_of, recap, student
+from tests.e2e.course_material import notebook, publish
 from tests.hub_client import Student
 
 pytestmark = pytest.mark.e2e
@@ -21,55 +22,6 @@ REPO = "course"
 NOTEBOOK = "lesson.ipynb"
 CLONE = f"/home/jovyan/{REPO}"
 ALICE_ANSWER = "answer = 42  # alice's answer"
-
-
-def notebook(exercise: str, footer: str) -> str:
-    """A notebook as Jupyter writes it (nbformat's JSON layout), so that a save by the student
-    changes only the lines of the cell she edited."""
-    cells = [
-        {"cell_type": "markdown", "id": "intro", "metadata": {}, "source": ["# Lesson 1"]},
-        {
-            "cell_type": "code",
-            "execution_count": None,
-            "id": "exercise",
-            "metadata": {},
-            "outputs": [],
-            "source": [exercise],
-        },
-        {
-            "cell_type": "markdown",
-            "id": "middle",
-            "metadata": {},
-            "source": ["Between the exercise and the footer:\n", "\n", "- read the chapter\n"],
-        },
-        {
-            "cell_type": "code",
-            "execution_count": None,
-            "id": "footer",
-            "metadata": {},
-            "outputs": [],
-            "source": [footer],
-        },
-    ]
-    document = {
-        "cells": cells,
-        "metadata": {
-            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    return json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-
-
-def publish(env_file: Path, directory: Path) -> tuple[str, str]:
-    """``invoke sandbox.git --repo course --from DIR``: its URL and its output."""
-    result = run(
-        "invoke", "sandbox.git", "--repo", REPO, "--from", str(directory), env_file=env_file
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    return result.stdout.strip().splitlines()[-1], result.stdout
 
 
 def follow(alice: Student, link: str) -> str:
@@ -117,10 +69,10 @@ def test_interact_link_clones_then_merges_keeping_alices_edits(
     material = tmp_path / "material"
     material.mkdir()
     (material / NOTEBOOK).write_text(notebook("answer = None  # your answer here", 'print("v1")'))
-    url, _ = publish(cluster, material)
+    url, _ = publish(cluster, REPO, material)
     assert re.fullmatch(rf"git://\d+\.\d+\.\d+\.\d+/{REPO}", url), url
     # Publishing the same material again changes nothing.
-    _, again = publish(cluster, material)
+    _, again = publish(cluster, REPO, material)
     assert "already holds" in again and all(c == 0 for _, c, _ in recap(again).values())
 
     made = run("invoke", "interact.link", "--repo", url, "--path", NOTEBOOK, env_file=cluster)
@@ -154,7 +106,7 @@ def test_interact_link_clones_then_merges_keeping_alices_edits(
     # Upstream: the footer cell changes and a new file arrives.
     (material / NOTEBOOK).write_text(notebook("answer = None  # your answer here", 'print("v2")'))
     (material / "notes.md").write_text("# Notes for week 2\n")
-    _, published = publish(cluster, material)
+    _, published = publish(cluster, REPO, material)
     assert "published" in published
 
     # Second visit: her answer stays, the upstream changes arrive.
