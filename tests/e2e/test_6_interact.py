@@ -103,13 +103,15 @@ def test_interact_link_clones_then_merges_keeping_alices_edits(
         f"nb.cells[1].source = {ALICE_ANSWER!r}\n"
         f"nbformat.write(nb, '{CLONE}/{NOTEBOOK}')\n"
     )
-    # Upstream: the footer cell changes and a new file arrives.
-    (material / NOTEBOOK).write_text(notebook("answer = None  # your answer here", 'print("v2")'))
+    # Upstream: the footer cell changes, the exercise's line too (a conflict with hers),
+    # and a new file arrives.
+    (material / NOTEBOOK).write_text(notebook("answer = None  # hint: 6 * 7", 'print("v2")'))
     (material / "notes.md").write_text("# Notes for week 2\n")
     _, published = publish(cluster, REPO, material)
     assert "published" in published
 
-    # Second visit: her answer stays, the upstream changes arrive.
+    # Second visit: the upstream changes arrive; where both changed a line, hers stays
+    # (nbgitpuller merges with -Xours: it never discards a student's edit).
     follow(alice, link)
     cells = cell_sources(alice)
     assert cells["exercise"] == ALICE_ANSWER
