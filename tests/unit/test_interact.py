@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import shlex
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.interact import clone_directory, interact_link
+from swarmhub.runbook.ensure import sha256
+from swarmhub.runbook.host import Host
 from swarmhub.sandbox import git_server
 
 PUBLIC = "https://jupyter.example.edu/"
@@ -117,3 +121,45 @@ def test_tarball_leaves_out_the_directorys_own_git(tmp_path: Path) -> None:
         assert sorted(tar.getnames()) == ["week1", "week1/lab.ipynb"]
     with pytest.raises(SwarmhubError, match="is not a directory"):
         git_server.tarball_of(tmp_path / "missing")
+
+
+class FakeConnection:
+    """Answers the probes of a host where the git server is already set up; records commands."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit, self.commands = unit, []
+
+    def run(self, command: str, **_: object) -> SimpleNamespace:
+        command = shlex.split(command)[-1]  # the command inside `sudo -n sh -c …`
+        self.commands.append(command)
+        answers = {
+            "dpkg-query": "",  # no package missing
+            "id -u git": "998",
+            "stat -c '%a %U' /srv/git ": "755 git",
+            f"stat -c '%a %U' {git_server.UNIT_PATH}": "644 root",
+            f"sha256sum {git_server.UNIT_PATH}": f"{sha256(self.unit)}  {git_server.UNIT_PATH}",
+            "systemctl is-enabled": "enabled\nactive",
+            "test -f /srv/git/course.git/HEAD": "",
+        }
+        # Anything else is a change, and succeeds.
+        out = next((text for key, text in answers.items() if key in command), "")
+        return SimpleNamespace(stdout=out, stderr="", ok=True, failed=False, exited=0)
+
+
+def test_a_set_up_git_server_is_left_alone() -> None:
+    connection = FakeConnection(git_server.UNIT)
+    host = Host("hub", ("hub",), connection)
+    git_server.ensure_git_daemon(host)
+    git_server.ensure_repo(host, "course")
+    assert host.tally.changed == 0 and host.tally.ok == 6
+    assert not any("systemctl restart" in c or "git init" in c for c in connection.commands)
+
+
+def test_a_changed_unit_is_written_and_the_daemon_restarted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    connection = FakeConnection("an older unit")
+    host = Host("hub", ("hub",), connection)
+    monkeypatch.setattr(host, "put_text", lambda *args, **kwargs: None)
+    git_server.ensure_git_daemon(host)
+    assert host.tally.changed == 2  # the unit, the restart
+    assert any("systemctl daemon-reload" in c for c in connection.commands)
+    assert any(f"systemctl restart {git_server.UNIT_NAME}" in c for c in connection.commands)
