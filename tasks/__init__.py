@@ -6,7 +6,7 @@ and cluster.all runs them in order. The sandbox rehearses it all on this machine
 
 from invoke import Collection
 
-from tasks import cluster, docker, hub, images, monitor, nodes, proxy, sandbox, swarm
+from tasks import cluster, docker, hub, images, interact, monitor, nodes, proxy, sandbox, swarm
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
@@ -16,5 +16,5 @@ ns.add_task(provision)
 ns.add_task(plan)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (docker, swarm, images, hub, proxy, monitor, cluster, nodes, sandbox):
+for module in (docker, swarm, images, hub, proxy, monitor, cluster, nodes, interact, sandbox):
     ns.add_collection(Collection.from_module(module))
