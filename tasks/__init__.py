@@ -10,10 +10,12 @@ from tasks import cluster, docker, hub, images, interact, monitor, nodes, proxy,
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
+from tasks.walkthrough import walkthrough
 
 ns = Collection()
 ns.add_task(provision)
 ns.add_task(plan)
+ns.add_task(walkthrough)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
 for module in (docker, swarm, images, hub, proxy, monitor, cluster, nodes, interact, sandbox):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from invoke import Context, task
 
 from swarmhub import settings as env_settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.observe import health
 from swarmhub.output import logger, table
 from swarmhub.runbook.session import run_steps
 from swarmhub.sandbox import cluster, git_server
@@ -108,3 +110,55 @@ def git(c: Context, repo: str = "", from_: str = "", message: str = "") -> None:
     run_steps(c, settings, [step], only=settings.hub_host)
     hub = next(vm for vm in plan_vms(settings) if vm.name == settings.hub_host)
     print(git_server.repo_url(hub.address, name))
+
+
+@task(
+    positional=["name"],
+    help={
+        "name": "the student's user name, e.g. ada",
+        "run": "Python code to run in a new kernel on the student's server; prints its output",
+        "link": "an interact link (invoke interact.link) to follow as the student's browser does",
+        "stop": "stop the student's server",
+    },
+)
+def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = False) -> None:
+    """Be a sandbox student from the shell: log in, start the server, run code, follow a link.
+
+    Through the proxy over HTTPS as a browser (its certificate checked), with the env file's
+    DUMMY_PASSWORD. A kernel that dies running the code (over its memory limit, say) is
+    reported as such, exit 1.
+    """
+    settings = env_settings.load()
+    if settings.authenticator != "dummy":
+        raise SwarmhubError("sandbox.student logs in with DUMMY_PASSWORD: set AUTHENTICATOR=dummy")
+    try:
+        from tests.hub_client import KernelDied, Student
+    except ImportError as error:
+        raise SwarmhubError(
+            f"sandbox.student needs the test tools ({error.name}): run it from the repository "
+            "after scripts/setup"
+        ) from None
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as cert:
+        cert.write(health.proxy_certificate(settings) or "")
+        cert.flush()
+        ca_file = cert.name if settings.tls_mode == "self-signed" else None
+        who = Student(settings.public_url().rstrip("/"), name, settings.dummy_password, ca_file)
+        try:
+            who.login()
+            if stop:
+                who.stop_server()
+                print(f"{name}: server stopped")
+                return
+            who.start_server()
+            print(f"{name}: logged in, server ready", flush=True)
+            if link:
+                opened, events = who.follow_link(link)
+                for event in events:
+                    print(event.get("output", "").rstrip() or event["phase"])
+                print(f"{name}: JupyterLab opens {opened}")
+            if run:
+                print(who.run_code(run), end="", flush=True)
+        except KernelDied as died:
+            raise SwarmhubError(f"{died}: see invoke logs user:{name}") from None
+        except AssertionError as error:
+            raise SwarmhubError(f"{name}: {error}") from None

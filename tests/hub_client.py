@@ -6,10 +6,12 @@ Real HTTP and a real websocket, through nginx, chp, the hub and the user's serve
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import time
 import uuid
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import requests
 import urllib3
@@ -77,6 +79,34 @@ class Student:
 
     def stop_server(self) -> None:
         self.api("DELETE", f"/users/{self.name}/server")
+
+    def follow_link(self, link: str, timeout: float = 180) -> tuple[str, list[dict]]:
+        """Follow an interact link as a browser does: (the page it opens, the pull's events).
+
+        The hub sends the student to their server's git-pull page; the page's script asks
+        git-pull/api to pull (an event stream, until 'finished' or 'error'), then opens
+        ``urlpath``. Raises AssertionError when the pull does not finish.
+        """
+        page = self.http.get(link, timeout=120)
+        if page.status_code != 200 or not re.search(rf"/user/{self.name}/git-pull\?", page.url):
+            raise AssertionError(f"{link} led to {page.status_code} {page.url}")
+        data = {k: unquote(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', page.text)}
+        params = {"_xsrf": data["xsrf"], "repo": data["repo"], "targetpath": data["targetpath"]}
+        if "branch" in data:
+            params["branch"] = data["branch"]
+        events: list[dict] = []
+        api = f"{self.base_url}{data['base-url']}git-pull/api"
+        with self.http.get(api, params=params, stream=True, timeout=timeout) as stream:
+            if stream.status_code != 200:
+                raise AssertionError(f"git-pull/api: {stream.status_code} {stream.text[:300]}")
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data: "):
+                    events.append(json.loads(line[len("data: ") :]))
+                    if events[-1]["phase"] in ("finished", "error"):
+                        break
+        if not events or events[-1]["phase"] != "finished":
+            raise AssertionError(f"the pull did not finish: {events[-3:]}")
+        return f"{self.base_url}{data['base-url']}{data['path']}", events
 
     def run_code(self, code: str, timeout: float = 120) -> str:
         """Start a kernel on the user's server, run ``code`` over the websocket, return stdout."""

@@ -90,17 +90,21 @@ def get_status(url: str, context: ssl.SSLContext, timeout: float = CONNECT_TIMEO
         connection.close()
 
 
+def proxy_certificate(settings: Settings) -> str | None:
+    """The proxy's self-signed certificate (PEM), read over SSH; None for TLS_MODE=provided."""
+    if settings.tls_mode != "self-signed":
+        return None
+    proxy = open_host(settings, settings.proxy_host, CONNECT_TIMEOUT)
+    try:
+        return proxy.run(f"cat {CERT_PATH}", sudo=False, timeout=COMMAND_TIMEOUT).stdout
+    finally:
+        proxy.connection.close()
+
+
 def check_proxy(settings: Settings) -> str:
     """GET /hub/api/ through the proxy over HTTPS: an empty string when it answers 200."""
-    cert = None
     try:
-        if settings.tls_mode == "self-signed":
-            proxy = open_host(settings, settings.proxy_host, CONNECT_TIMEOUT)
-            try:
-                result = proxy.run(f"cat {CERT_PATH}", sudo=False, timeout=COMMAND_TIMEOUT)
-            finally:
-                proxy.connection.close()
-            cert = result.stdout
+        cert = proxy_certificate(settings)
         status = get_status(settings.public_url() + "hub/api/", tls_context(settings, cert))
     except SwarmhubError as error:
         return f"unknown ({error.reason})"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 
@@ -25,30 +24,9 @@ ALICE_ANSWER = "answer = 42  # alice's answer"
 
 
 def follow(alice: Student, link: str) -> str:
-    """Follow the link as alice's browser does; return the URL JupyterLab was opened at.
-
-    The hub sends her to her server's git-pull page; the page's script asks git-pull/api to
-    pull (an event stream, until 'finished') and then opens ``urlpath``.
-    """
-    page = alice.http.get(link, timeout=120)
-    assert page.status_code == 200, (page.status_code, page.url)
-    assert re.search(r"/user/alice/git-pull\?", page.url), page.url
-    data = {k: unquote(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', page.text)}
-    params = {"_xsrf": data["xsrf"], "repo": data["repo"], "targetpath": data["targetpath"]}
-    if "branch" in data:
-        params["branch"] = data["branch"]
-    events = []
-    with alice.http.get(
-        f"{PROXY_URL}{data['base-url']}git-pull/api", params=params, stream=True, timeout=180
-    ) as stream:
-        assert stream.status_code == 200, stream.text
-        for line in stream.iter_lines(decode_unicode=True):
-            if line and line.startswith("data: "):
-                events.append(json.loads(line[len("data: ") :]))
-                if events[-1]["phase"] in ("finished", "error"):
-                    break
-    assert events and events[-1]["phase"] == "finished", events[-3:]
-    lab = alice.http.get(f"{PROXY_URL}{data['base-url']}{data['path']}", timeout=60)
+    """Follow the link as alice's browser does; return the URL JupyterLab was opened at."""
+    opened, _ = alice.follow_link(link)
+    lab = alice.http.get(opened, timeout=60)
     assert lab.status_code == 200, lab.status_code
     assert "<title>JupyterLab</title>" in lab.text and "jupyter-config-data" in lab.text
     return lab.url
