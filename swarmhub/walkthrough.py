@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import subprocess
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from swarmhub.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = ROOT / "docs" / "bootcamp.md"
 DOCUMENT_ENV = ROOT / "env" / "sandbox.env"
+
+WIDTH = 92  # explanations are wrapped to fit a terminal
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"^<!--\s*walkthrough:\s*(skip|timeout|exit)\b\s*(.*?)\s*-->\s*$")
@@ -196,7 +199,7 @@ def walk(
             say(f"\n=== {section} ===")
         command = rename_hosts(step.command, names)
         if step.explanation:
-            say(f"\n{step.explanation}")
+            say("\n" + textwrap.fill(step.explanation, WIDTH))
         say(f"\n[{step.number}/{len(steps)}] $ " + command.replace("\n", "\n  "))
         if step.skip:
             say(f"(not run here: {step.skip})")
