@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from invoke import Context, task
 
@@ -147,6 +149,7 @@ def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = F
             who.login()
             if stop:
                 who.stop_server()
+                wait_until_stopped(who)
                 print(f"{name}: server stopped")
                 return
             who.start_server()
@@ -162,3 +165,14 @@ def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = F
             raise SwarmhubError(f"{died}: see invoke logs user:{name}") from None
         except AssertionError as error:
             raise SwarmhubError(f"{name}: {error}") from None
+
+
+def wait_until_stopped(who: Any, timeout: float = 120) -> None:
+    """Until the hub no longer lists the student's server (its swarm service is gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        model = who.api("GET", f"/users/{who.name}").json()
+        if not model.get("servers") and not model.get("pending"):
+            return
+        time.sleep(1)
+    raise SwarmhubError(f"{who.name}'s server did not stop in {timeout:.0f} s: see invoke status")
