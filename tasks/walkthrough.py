@@ -14,7 +14,7 @@ from swarmhub.errors import SwarmhubError
 
 @task(
     help={
-        "yes": "run every step without waiting for Enter (for tests and rehearsals)",
+        "yes": "run every step without waiting for Enter (so does a run without a terminal)",
         "start": "begin at this step number (to resume after fixing a step)",
         "list": "only list the steps, running nothing",
     }

@@ -57,6 +57,16 @@ def target_hosts(
     return [host for host, roles in settings.hosts.items() if set(roles) & step.roles]
 
 
+def steps_for_host(steps: list[Step], settings: Settings, host: str | None) -> list[Step]:
+    """The steps of a task that concern ``host`` (given with ``fab -H``): a task of several
+    roles (images.distribute: serve on the hub, pull on the nodes) runs its part there.
+    When none concerns it, the first step stays, so that its refusal says why."""
+    if not host or len(steps) < 2:
+        return steps
+    roles = set(settings.role_of(host))
+    return [step for step in steps if roles & step.roles] or steps[:1]
+
+
 def open_host(
     settings: Settings,
     name: str,
@@ -199,6 +209,9 @@ def run_steps(
     check_local_files(settings)
     session = Session(settings, plan=plan)
     try:
+        if isinstance(context, fabric.Connection):
+            only = only or context.original_host
+        steps = steps_for_host(steps, settings, only)
         targets = [(step, target_hosts(context, settings, step, only)) for step in steps]
         session.connect(name for _, names in targets for name in names)
         error: SwarmhubError | None = None

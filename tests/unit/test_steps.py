@@ -9,7 +9,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.session import target_hosts
+from swarmhub.runbook.session import steps_for_host, target_hosts
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
 
 ENV = """\
@@ -161,3 +161,13 @@ def test_self_signed_certificate_names_the_domain_and_address() -> None:
 def test_ca_bundle_split_command() -> None:
     command = provision.split_bundle_command("/b.pem", "/d")
     assert command.endswith("update-ca-certificates >/dev/null")
+
+
+def test_fab_host_runs_its_part_of_a_task_of_several_roles(env) -> None:
+    distribute = [images.SERVE, images.PULL]
+    assert steps_for_host(distribute, env, "hub") == [images.SERVE]
+    assert steps_for_host(distribute, env, "node-1") == [images.PULL]
+    assert steps_for_host(distribute, env, None) == distribute
+    # No step concerns the proxy: the first one stays, and target_hosts refuses it.
+    assert steps_for_host(distribute, env, "proxy") == [images.SERVE]
+    assert steps_for_host([hub.STEP], env, "proxy") == [hub.STEP]
