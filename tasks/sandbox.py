@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -133,6 +134,9 @@ def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = F
     settings = env_settings.load()
     if settings.authenticator != "dummy":
         raise SwarmhubError("sandbox.student logs in with DUMMY_PASSWORD: set AUTHENTICATOR=dummy")
+    checkout = str(Path(__file__).resolve().parent.parent)
+    if checkout not in sys.path:
+        sys.path.append(checkout)  # tests/ is not installed with the package
     try:
         from tests.hub_client import KernelDied, Student
     except ImportError as error:
