@@ -1,7 +1,7 @@
 """The bootcamp walkthrough: the shell blocks of docs/bootcamp.md, read and run in order.
 
 The document is the one source: ```sh blocks are the steps (```text blocks show output and
-are never run), and the prose paragraph just before a block is its explanation. An HTML
+are never run), and the prose since the previous block is its explanation. An HTML
 comment on the line before a block changes how it runs:
 
     <!-- walkthrough: skip REASON -->     shown, never run (an interactive shell, a teardown)
@@ -36,6 +36,7 @@ WIDTH = 92  # explanations are wrapped to fit a terminal
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARKER = re.compile(r"^<!--\s*walkthrough:\s*(skip|timeout|exit)\b\s*(.*?)\s*-->\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Step:
 
     number: int
     section: str  # the heading it is under
-    explanation: str  # the paragraph before it
+    explanation: str  # the prose before it: paragraphs and bullets, a blank line apart
     command: str
     skip: str = ""  # why it is not run; empty: it is run
     timeout: float | None = None  # stop it with Ctrl-C after this many seconds
@@ -52,19 +53,28 @@ class Step:
 
 
 def parse(text: str) -> list[Step]:
-    """The ```sh blocks of a walkthrough document, in order, with their explanations."""
+    """The ```sh blocks of a walkthrough document, in order, each with the prose since the
+    previous block or heading as its explanation (paragraphs and bullets apart, an image as
+    the path of its file)."""
     steps: list[Step] = []
     section = ""
-    paragraph: list[str] = []
-    last_paragraph = ""
+    prose: list[str] = []  # paragraphs and bullets since the last block or heading
+    current: list[str] = []  # the lines of the paragraph or bullet being read
     marker: tuple[str, str] | None = None
+
+    def flush() -> None:
+        if current:
+            prose.append(" ".join(current))
+            current.clear()
+
     lines = text.splitlines()
     index = 0
     while index < len(lines):
-        line = lines[index]
+        line = lines[index].strip()
         index += 1
         fence = _FENCE.match(line)
         if fence:
+            flush()
             opened = index
             body = []
             while index < len(lines) and not lines[index].startswith("```"):
@@ -72,22 +82,27 @@ def parse(text: str) -> list[Step]:
                 index += 1
             index += 1  # the closing fence
             if fence.group(1) == "sh":
-                steps.append(_step(len(steps) + 1, section, last_paragraph, body, marker, opened))
-            marker, paragraph = None, []
+                explanation = "\n\n".join(prose)
+                steps.append(_step(len(steps) + 1, section, explanation, body, marker, opened))
+            marker, prose = None, []
             continue
         heading = _HEADING.match(line)
-        if heading:
-            section, paragraph, last_paragraph, marker = heading.group(2), [], "", None
-            continue
         found = _MARKER.match(line)
-        if found:
+        image = _IMAGE.fullmatch(line)
+        if heading:
+            current.clear()
+            section, prose, marker = heading.group(2), [], None
+        elif found:
             marker = (found.group(1), found.group(2))
-            continue
-        if line.strip():
-            paragraph.append(line.strip())
-            last_paragraph = " ".join(paragraph)
+        elif image:
+            flush()
+            prose.append(f"[picture: {DOCUMENT.parent.name}/{image.group(1)}]")
+        elif not line:
+            flush()
         else:
-            paragraph = []
+            if line.startswith("- "):
+                flush()
+            current.append(line)
     return steps
 
 
@@ -199,7 +214,7 @@ def walk(
             say(f"\n=== {section} ===")
         command = rename_hosts(step.command, names)
         if step.explanation:
-            say("\n" + textwrap.fill(step.explanation, WIDTH))
+            say("\n" + explain(step.explanation))
         say(f"\n[{step.number}/{len(steps)}] $ " + command.replace("\n", "\n  "))
         if step.skip:
             say(f"(not run here: {step.skip})")
@@ -220,6 +235,19 @@ def walk(
                 f"fix what it printed, then resume with: invoke walkthrough --start {step.number}"
             )
     say("\nThe walkthrough is done.")
+
+
+def explain(explanation: str) -> str:
+    """An explanation wrapped for a terminal; a bullet's lines indented under its text."""
+    return "\n\n".join(
+        textwrap.fill(
+            item,
+            WIDTH,
+            subsequent_indent="  " if item.startswith("- ") else "",
+            break_on_hyphens=False,
+        )
+        for item in explanation.split("\n\n")
+    )
 
 
 def load_steps(path: Path = DOCUMENT) -> list[Step]:

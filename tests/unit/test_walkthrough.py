@@ -71,6 +71,14 @@ def test_only_sh_blocks_are_steps_and_a_marker_needs_its_value() -> None:
     text = "# A\n\nSay hi.\n\n```sh\necho hi\n```\n\n```text\nhi\n```\n"
     (step,) = guide.parse(text)
     assert (step.section, step.explanation, step.command) == ("A", "Say hi.", "echo hi")
+    (step,) = guide.parse(
+        "# B\n\n```sh\nfirst\n```\n\nOne\nparagraph.\n\n![the cluster](arch.svg)\n\n"
+        "- a bullet\n  going on\n- another\n\n```sh\nsecond\n```\n"
+    )[1:]
+    assert step.explanation == (
+        "One paragraph.\n\n[picture: docs/arch.svg]\n\n- a bullet going on\n\n- another"
+    )
+    assert guide.explain("- " + "word " * 30).splitlines()[1].startswith("  word")
     with pytest.raises(SwarmhubError, match="needs a reason"):
         guide.parse("<!-- walkthrough: skip -->\n```sh\necho hi\n```\n")
     with pytest.raises(SwarmhubError, match="line 2: an empty sh block"):
