@@ -63,10 +63,14 @@ class Student:
         )
 
     def start_server(self, timeout: float = 300) -> dict:
+        """Start the user's server and wait until it is ready, the way JupyterHub's spawn page
+        does: one event stream of the spawn's progress (no polling), then the user's model."""
         response = self.api("POST", f"/users/{self.name}/server")
         if response.status_code not in (201, 202, 400):  # 400: already running
             raise AssertionError(f"spawn refused: {response.status_code} {response.text}")
         deadline = time.monotonic() + timeout
+        if response.status_code == 202:
+            self._wait_for_progress(timeout)
         while time.monotonic() < deadline:
             model = self.api("GET", f"/users/{self.name}").json()
             server = model.get("servers", {}).get("", {})
@@ -76,6 +80,20 @@ class Student:
                 raise AssertionError(f"the server of {self.name} failed to start: {model}")
             time.sleep(2)
         raise AssertionError(f"the server of {self.name} was not ready in {timeout:.0f} s")
+
+    def _wait_for_progress(self, timeout: float) -> None:
+        """Read the spawn's progress events until it is ready or failed (or the stream ends)."""
+        headers = {"X-XSRFToken": self._xsrf("/hub/"), "Accept": "text/event-stream"}
+        url = f"{self.base_url}/hub/api/users/{self.name}/server/progress"
+        with self.http.get(url, headers=headers, stream=True, timeout=timeout) as stream:
+            if stream.status_code != 200:
+                return  # the polling after this says what happened
+            for line in stream.iter_lines(decode_unicode=True):
+                if not line or not line.startswith("data:"):
+                    continue
+                event = json.loads(line.removeprefix("data:").strip())
+                if event.get("ready") or event.get("failed"):
+                    return
 
     def stop_server(self) -> None:
         self.api("DELETE", f"/users/{self.name}/server")
