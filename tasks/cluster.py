@@ -3,7 +3,7 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
+from swarmhub.steps import backup, docker_engine, homes, hub, images, provision, proxy, swarm
 from tasks._common import PLAN_HELP, run
 
 STEPS = [
@@ -11,17 +11,20 @@ STEPS = [
     docker_engine.STEP,
     swarm.MANAGE,
     swarm.JOIN,
+    homes.STORAGE,
+    homes.MOUNT,
     images.BUILD,
     images.SERVE,
     images.PULL,
     hub.STEP,
+    backup.STEP,
     proxy.STEP,
 ]
 
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, images, hub, proxy; then print the URL."""
+    """Run every step: provision, docker, swarm, homes, images, hub, backup, proxy; then the URL."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))
