@@ -11,7 +11,8 @@ Two backends (HOMES_BACKEND):
   the ownership is the same as with sshfs. The nodes mount it with a systemd .mount unit.
 - ``sshfs`` (hosts whose kernel has no NFS, such as the sandbox's): the storage host makes a
   key pair (0600, never shown) and lets that key in as root with a forced command that drops
-  to HOME_UID:HOME_GID and runs only the SFTP server in HOMES_DIR. Root, because the uid of
+  to HOME_UID:HOME_GID and runs only the SFTP server in HOMES_DIR (where sshd refuses root,
+  a drop-in allows root with forced commands only). Root, because the uid of
   the homes (1000) is often a login user of the host already; the forced command means the
   key can do nothing else (``restrict``: no shell, no forwarding). Each node gets the private
   key, the storage host's key (read from the storage host itself, never trusted on first use)
@@ -28,7 +29,13 @@ import re
 import shlex
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_packages
+from swarmhub.runbook.ensure import (
+    ensure_directory,
+    ensure_file,
+    ensure_packages,
+    file_digest,
+    sha256,
+)
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import Settings
@@ -253,17 +260,44 @@ def clients(settings: Settings) -> list[str]:
     return names
 
 
-def check_root_login(storage: Host) -> None:
-    """sshd lets root in with a key (Debian's default prohibit-password) for the forced
-    command: refuse with what to do when it does not."""
-    words = storage.probe("sshd -T 2>/dev/null | grep -i '^permitrootlogin '").stdout.split()
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/zz-swarmhub-homes.conf"
+ROOT_BY_KEY = ("prohibit-password", "without-password", "forced-commands-only", "yes")
+
+
+def sshd_root_drop_in() -> str:
+    """Where sshd refuses root (PermitRootLogin no, as hardened images have it): root may log
+    in with a key that has a forced command, and only so (the homes key runs SFTP only)."""
+    return (
+        "# Written by swarmhub (homes.storage): the nodes' sshfs logs in as root with a key\n"
+        "# whose forced command runs only the SFTP server, as the homes' owner.\n"
+        "Match User root\n"
+        "    PermitRootLogin forced-commands-only\n"
+    )
+
+
+def root_login_command() -> str:
+    """sshd's PermitRootLogin for a root login (Match blocks included)."""
+    return "sshd -T -C user=root,host=localhost,addr=127.0.0.1 | grep -i '^permitrootlogin '"
+
+
+def ensure_root_login(storage: Host) -> None:
+    """sshd lets root in by key for the forced command: Debian's default prohibit-password
+    does; where it is `no`, a drop-in allows forced-commands-only for root, nothing more."""
+    if file_digest(storage, SSHD_DROP_IN) == sha256(sshd_root_drop_in()):
+        storage.ok("sshd lets root in for forced commands only (homes)")
+        return
+    words = storage.probe(root_login_command()).stdout.split()
     setting = words[1].lower() if len(words) == 2 else "unknown"
-    if setting not in ("prohibit-password", "without-password", "forced-commands-only", "yes"):
+    if setting in ROOT_BY_KEY:
+        storage.ok(f"sshd lets root in by key ({setting})")
+        return
+    if setting != "no":
         raise SwarmhubError(
-            f"{storage.name}: sshd has PermitRootLogin {setting}, so the nodes' sshfs cannot "
-            "log in: set PermitRootLogin forced-commands-only in /etc/ssh/sshd_config (the "
-            "homes key can only run the SFTP server), or use HOMES_BACKEND=nfs"
+            f"{storage.name}: cannot read sshd's PermitRootLogin ({setting}): check `sshd -T` "
+            "there, or use HOMES_BACKEND=nfs"
         )
+    ensure_file(storage, SSHD_DROP_IN, sshd_root_drop_in(), describe="sshd: root by forced key")
+    storage.change("sshd reloaded", "sshd -t && systemctl reload ssh")
 
 
 def check_hub_database_local(settings: Settings, hub: Host) -> None:
@@ -297,7 +331,7 @@ def apply_storage(session: Session, storage: Host) -> None:
     if backend == "nfs":
         ensure_exports(settings, storage)
         return
-    check_root_login(storage)
+    ensure_root_login(storage)
     key = storage_key_path(settings)
     if storage.probe(f"test -s {key} && test -s {key}.pub").ok:
         storage.ok("homes key kept")

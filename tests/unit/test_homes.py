@@ -123,6 +123,13 @@ def test_the_storage_key_is_made_on_the_storage_host_without_a_passphrase(sshfs)
     assert command.endswith("chmod 600 /srv/swarmhub/secrets/homes_ed25519")
 
 
+def test_where_sshd_refuses_root_only_forced_commands_are_let_in() -> None:
+    drop_in = homes.sshd_root_drop_in()
+    assert "Match User root\n    PermitRootLogin forced-commands-only\n" in drop_in
+    assert homes.SSHD_DROP_IN.startswith("/etc/ssh/sshd_config.d/")
+    assert "sshd -T -C user=root" in homes.root_login_command()
+
+
 def test_known_hosts_names_the_storage_host_as_mounted() -> None:
     key = "ssh-ed25519 AAAAhostkey root@hub\n"
     assert homes.known_hosts_line("hub", 22, key) == "hub ssh-ed25519 AAAAhostkey\n"
