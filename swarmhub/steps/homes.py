@@ -168,6 +168,9 @@ def mount_unit(settings: Settings) -> str:
             [
                 "_netdev",
                 "allow_other",
+                # the kernel checks the files' modes: only their owner (jovyan) and root in
+                # a server may read a home, not any other user of the node
+                "default_permissions",
                 "reconnect",
                 "ServerAliveInterval=15",
                 "ServerAliveCountMax=3",

@@ -144,6 +144,7 @@ def test_sshfs_mount_unit(sshfs) -> None:
     options = next(line for line in unit.splitlines() if line.startswith("Options="))
     for option in (
         "allow_other",
+        "default_permissions",
         "reconnect",
         "ServerAliveInterval=15",
         "port=2222",
