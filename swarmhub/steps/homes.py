@@ -46,6 +46,7 @@ CLIENT_KEY = f"{CLIENT_DIR}/storage_key"
 CLIENT_KNOWN_HOSTS = f"{CLIENT_DIR}/known_hosts"
 KEY_COMMENT = "swarmhub-homes"
 EXPORTS_FILE = "/etc/exports.d/swarmhub-homes.exports"
+DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/swarmhub-homes.conf"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 # File systems the hub's SQLite database must never live on (it locks badly there).
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "9p")
@@ -330,6 +331,21 @@ def apply_storage(session: Session, storage: Host) -> None:
     settings = session.settings
     backend = settings.homes_backend
     ensure_packages(storage, PACKAGES[(backend, "storage")], f"homes over {backend}")
+    mounted = storage.probe(mounted_command(settings.homes_dir)).stdout.split()
+    if mounted:
+        raise SwarmhubError(
+            f"{storage.name}: {settings.homes_dir} is mounted from {mounted[-1]} "
+            f"({mounted[0]}), but the storage host keeps the homes on its own disk: there, copy "
+            f"them over and run systemctl disable --now {mount_unit_name(settings.homes_dir)}"
+        )
+    unit = f"/etc/systemd/system/{mount_unit_name(settings.homes_dir)}"
+    if storage.probe(f"test -e {unit} -o -e {DOCKER_DROP_IN}").ok:
+        # a former client: its unit would mount the homes over themselves at the next boot
+        storage.change(
+            "removed the homes mount of a former client (this host keeps the homes now)",
+            f"systemctl disable {mount_unit_name(settings.homes_dir)} 2>/dev/null; "
+            f"rm -f {unit} {DOCKER_DROP_IN} && systemctl daemon-reload",
+        )
     ensure_directory(storage, settings.homes_dir, "0755")
     if backend == "nfs":
         ensure_exports(settings, storage)
@@ -394,7 +410,7 @@ def apply_mount(session: Session, client: Host) -> None:
     changed |= ensure_file(client, f"/etc/systemd/system/{unit}", mount_unit(settings))
     changed |= ensure_file(
         client,
-        "/etc/systemd/system/docker.service.d/swarmhub-homes.conf",
+        DOCKER_DROP_IN,
         docker_after_mount(settings),
         describe="docker starts after the homes mount",
     )

@@ -48,7 +48,10 @@ def hub_settings_env(settings: Settings) -> str:
         "AUTHENTICATOR": settings.authenticator,
         "ALLOWED_USERS": ",".join(settings.allowed_users),
         "ADMIN_USERS": ",".join(settings.admin_users),
-        # Users' homes: made by the hub before a spawn, mounted into each server.
+        # Users' homes: made by the hub before a spawn, mounted into each server. Where they
+        # come from is here too, so that the hub restarts (and binds the new mount) when the
+        # storage changes.
+        "HOMES_STORAGE": f"{settings.homes_backend}:{settings.storage_name}",
         "HOMES_DIR": settings.homes_dir,
         "HOME_UID": settings.home_uid,
         "HOME_GID": settings.home_gid,

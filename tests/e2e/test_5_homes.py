@@ -91,7 +91,7 @@ def test_a_notebook_follows_its_student_to_another_node(cluster: Path) -> None:
     finally:
         invoke(cluster, "nodes.activate", first)
         stop(alice)
-    owner = on_hub(cluster, f"stat -c '%u:%g %a' {HOMES}/alice {HOMES}/alice/hw1.ipynb")
+    owner = on_hub(cluster, f"sudo stat -c '%u:%g %a' {HOMES}/alice {HOMES}/alice/hw1.ipynb")
     home, notebook = owner.splitlines()
     assert home == "1000:100 700" and notebook.startswith("1000:100 ")
 
