@@ -30,7 +30,6 @@ import shlex
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.ensure import (
-    ensure_directory,
     ensure_file,
     ensure_packages,
     file_digest,
@@ -327,6 +326,20 @@ def ensure_exports(settings: Settings, storage: Host) -> None:
         storage.change("started nfs-server", "systemctl enable --now nfs-server")
 
 
+def ensure_homes_directory(settings: Settings, storage: Host) -> None:
+    """HOMES_DIR belongs to the homes' owner: the hub makes users' directories in it through
+    the mount (as HOME_UID, squashed or by the SFTP server) when storage is apart."""
+    path = shlex.quote(settings.homes_dir)
+    owner = f"{settings.home_uid}:{settings.home_gid}"
+    if storage.probe(f"stat -c '%a %u:%g' {path}").stdout.split() == ["755", owner]:
+        storage.ok(f"directory {settings.homes_dir} ({owner})")
+        return
+    storage.change(
+        f"directory {settings.homes_dir} (0755, {owner})",
+        f"mkdir -p {path} && chmod 0755 {path} && chown {owner} {path}",
+    )
+
+
 def apply_storage(session: Session, storage: Host) -> None:
     settings = session.settings
     backend = settings.homes_backend
@@ -346,7 +359,7 @@ def apply_storage(session: Session, storage: Host) -> None:
             f"systemctl disable {mount_unit_name(settings.homes_dir)} 2>/dev/null; "
             f"rm -f {unit} {DOCKER_DROP_IN} && systemctl daemon-reload",
         )
-    ensure_directory(storage, settings.homes_dir, "0755")
+    ensure_homes_directory(settings, storage)
     if backend == "nfs":
         ensure_exports(settings, storage)
         return

@@ -269,3 +269,14 @@ def test_restore_commands() -> None:
 def test_bad_restore_arguments_are_refused(call, message: str) -> None:
     with pytest.raises(SwarmhubError, match=message):
         call()
+
+
+def test_diagnose_collects_the_homes_and_backup_files(nfs, tmp_path: Path) -> None:
+    from swarmhub.observe.diagnose import config_paths
+
+    hub_files = config_paths(nfs, ("hub", "storage"))
+    assert homes.EXPORTS_FILE in hub_files and backup.SCRIPT in hub_files
+    assert "/etc/systemd/system/srv-swarmhub-homes.mount" in config_paths(nfs, ("node",))
+    apart = load(tmp_path, "STORAGE_HOST=files\nHOMES_BACKEND=sshfs\n")
+    assert "/etc/systemd/system/srv-swarmhub-homes.mount" in config_paths(apart, ("hub",))
+    assert not any("secrets" in path for path in config_paths(apart, ("storage",)))
