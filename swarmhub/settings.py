@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -99,6 +100,27 @@ def _subnet(value: str) -> ipaddress.IPv4Network:
     if network.prefixlen > 24:
         raise ValueError(f"{network} is too small: use a /24 or larger")
     return network
+
+
+def _syslog_url(value: str) -> str:
+    """``udp://HOST:PORT``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (TLS); empty: off."""
+    value = value.strip()
+    if not value:
+        return ""
+    url = urlsplit(value)
+    if url.scheme not in ("udp", "tcp", "tls") or not url.hostname or not url.port:
+        raise ValueError(
+            "give udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT "
+            "(Papertrail: tls://logsN.papertrailapp.com:PORT)"
+        )
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    value = value.strip()
+    if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+        raise ValueError("give the webhook's http(s):// URL (a Slack incoming webhook, say)")
+    return value
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -234,6 +256,15 @@ SCHEMA: dict[str, Key] = {
     "HUB_ADDRESS": Key(_optional_address, "", "the hub's address for the swarm; empty: probe"),
     "HUB_DIR": Key(_absolute_dir, "/srv/swarmhub", "the hub stack's directory on the hub"),
     "SWARM_NETWORK": Key(_name, "swarmhub", "the overlay network of hub and user servers"),
+    # Log shipping and alerts (the swarmhub-agent on every host; off when both are empty)
+    "SYSLOG_URL": Key(_syslog_url, "", "remote syslog for every log: tls://, tcp:// or udp://"),
+    "SYSLOG_CA_FILE": Key(_path, "", "PEM CA bundle to check the syslog server; empty: system"),
+    "ALERT_WEBHOOK_URL": Key(_webhook_url, "", "Slack-compatible webhook for alerts (a secret)"),
+    "ALERT_CA_FILE": Key(_path, "", "PEM CA bundle to check the webhook; empty: system CAs"),
+    "ALERT_MIN_INTERVAL": Key(_positive_int, "300", "seconds between alerts of one cause"),
+    "ALERT_MAX_PER_MINUTE": Key(_positive_int, "10", "alerts a host sends a minute at most"),
+    "ALERT_5XX_COUNT": Key(_positive_int, "20", "5xx answers on the proxy that make a burst"),
+    "ALERT_5XX_WINDOW": Key(_positive_int, "60", "seconds in which ALERT_5XX_COUNT is a burst"),
     # Home directories: on a storage host, mounted wherever a user's server runs
     "HOMES_BACKEND": Key(_choice("nfs", "sshfs"), "nfs", "how nodes mount the homes: nfs, sshfs"),
     "STORAGE_HOST": Key(_optional_hostname, "", "the host keeping the homes; empty: the hub"),
@@ -316,7 +347,7 @@ class Settings:
 
 def check_local_files(settings: Settings) -> None:
     """The files an env file names on this machine exist (before any host is touched)."""
-    wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE"]
+    wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE", "SYSLOG_CA_FILE", "ALERT_CA_FILE"]
     if settings.tls_mode == "provided":
         wanted += ["TLS_CERT", "TLS_KEY"]
     for key in wanted:

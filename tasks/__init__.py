@@ -6,7 +6,20 @@ backup → proxy, and cluster.all runs them in order. The sandbox rehearses it a
 
 from invoke import Collection
 
-from tasks import backup, cluster, docker, homes, hub, images, nodes, proxy, sandbox, swarm
+from tasks import (
+    backup,
+    cluster,
+    docker,
+    homes,
+    hub,
+    images,
+    interact,
+    monitor,
+    nodes,
+    proxy,
+    sandbox,
+    swarm,
+)
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
@@ -16,5 +29,18 @@ ns.add_task(provision)
 ns.add_task(plan)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (docker, swarm, homes, images, hub, backup, proxy, cluster, nodes, sandbox):
+for module in (
+    docker,
+    swarm,
+    homes,
+    images,
+    hub,
+    backup,
+    proxy,
+    monitor,
+    cluster,
+    nodes,
+    interact,
+    sandbox,
+):
     ns.add_collection(Collection.from_module(module))

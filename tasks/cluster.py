@@ -3,7 +3,17 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import backup, docker_engine, homes, hub, images, provision, proxy, swarm
+from swarmhub.steps import (
+    backup,
+    docker_engine,
+    homes,
+    hub,
+    images,
+    monitor,
+    provision,
+    proxy,
+    swarm,
+)
 from tasks._common import PLAN_HELP, run
 
 STEPS = [
@@ -19,12 +29,13 @@ STEPS = [
     hub.STEP,
     backup.STEP,
     proxy.STEP,
+    monitor.STEP,
 ]
 
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, homes, images, hub, backup, proxy; then the URL."""
+    """Run every step: provision, docker, swarm, homes, images, hub, backup, proxy, monitor."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))
