@@ -31,10 +31,15 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$"
 )
 
-ROLES = ("hub", "node", "proxy")
+ROLES = ("hub", "node", "proxy", "storage")
 # Roles that one host may hold together. User servers never run on the hub, and the
-# public proxy is not a place for students' kernels.
-SHAREABLE_ROLES = {frozenset({"hub", "proxy"})}
+# public proxy is not a place for students' kernels. The storage of home directories is the
+# hub by default, or a host of its own (never a node, never the public proxy alone).
+SHAREABLE_ROLES = {
+    frozenset({"hub", "proxy"}),
+    frozenset({"hub", "storage"}),
+    frozenset({"hub", "proxy", "storage"}),
+}
 
 
 # --- value parsers: each takes the raw string and returns the value or raises ValueError ---
@@ -176,6 +181,17 @@ def _absolute_dir(value: str) -> str:
     return value
 
 
+def _optional_positive_int(value: str) -> int | None:
+    return _positive_int(value) if value.strip() else None
+
+
+def _calendar(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9*:,./~ -]+", value):
+        raise ValueError(f"{value!r} is not a systemd calendar like daily or *-*-* 03:00")
+    return value
+
+
 def _image(value: str) -> str:
     value = value.strip()
     if not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", value):
@@ -249,6 +265,17 @@ SCHEMA: dict[str, Key] = {
     "ALERT_MAX_PER_MINUTE": Key(_positive_int, "10", "alerts a host sends a minute at most"),
     "ALERT_5XX_COUNT": Key(_positive_int, "20", "5xx answers on the proxy that make a burst"),
     "ALERT_5XX_WINDOW": Key(_positive_int, "60", "seconds in which ALERT_5XX_COUNT is a burst"),
+    # Home directories: on a storage host, mounted wherever a user's server runs
+    "HOMES_BACKEND": Key(_choice("nfs", "sshfs"), "nfs", "how nodes mount the homes: nfs, sshfs"),
+    "STORAGE_HOST": Key(_optional_hostname, "", "the host keeping the homes; empty: the hub"),
+    "HOMES_DIR": Key(_absolute_dir, "/srv/swarmhub/homes", "the homes' directory on every host"),
+    "HOME_UID": Key(_integer, "1000", "owner of the homes: the user image's user (jovyan)"),
+    "HOME_GID": Key(_integer, "100", "group of the homes: the user image's group (users)"),
+    "HOME_SOFT_LIMIT": Key(_optional_memory, "", "a home's size reported as too big; empty: none"),
+    # Backups of the homes and the hub's database, on the hub
+    "BACKUP_DIR": Key(_absolute_dir, "/var/backups/swarmhub", "where snapshots go on the hub"),
+    "BACKUP_SCHEDULE": Key(_calendar, "daily", "when the backup runs (systemd OnCalendar)"),
+    "BACKUP_KEEP": Key(_positive_int, "14", "how many snapshots are kept"),
     # The sandbox: fake VMs on this machine
     "SANDBOX_NAME": Key(_name, "swarmhub", "labels the sandbox's containers, network, volumes"),
     "SANDBOX_SUBNET": Key(_subnet, "10.231.0.0/24", "private address range of the sandbox"),
@@ -284,7 +311,18 @@ class Settings:
         for node in self.node_hosts:
             roles[node].append("node")
         roles[self.proxy_host].append("proxy")
+        roles.setdefault(self.storage_name, []).append("storage")
         return {host: tuple(r) for host, r in roles.items()}
+
+    @property
+    def storage_name(self) -> str:
+        """The host keeping the home directories: STORAGE_HOST, or the hub."""
+        return self.storage_host or self.hub_host
+
+    @property
+    def hub_data_dir(self) -> str:
+        """The hub's SQLite database's directory: on the hub's own disk, always."""
+        return f"{self.hub_dir}/data"
 
     @property
     def domain_name(self) -> str:
@@ -382,7 +420,27 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
             raise SwarmhubError(
                 f"{source}: {host} is both {' and '.join(roles)}: give each role its own host"
             )
+    _check_storage_paths(settings, source)
     return settings
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _check_storage_paths(settings: Settings, source: Path) -> None:
+    """The hub's database never lives on the (network) homes, backups never inside them."""
+    homes, data, backups = settings.homes_dir, settings.hub_data_dir, settings.backup_dir
+    if _inside(data, homes) or _inside(homes, data):
+        raise SwarmhubError(
+            f"{source}: HOMES_DIR={homes} overlaps the hub's database ({data}): SQLite must stay "
+            "on the hub's local disk, never on network storage: pick another HOMES_DIR"
+        )
+    for other, name in ((homes, "HOMES_DIR"), (data, "the hub's database")):
+        if _inside(backups, other) or _inside(other, backups):
+            raise SwarmhubError(
+                f"{source}: BACKUP_DIR={backups} overlaps {name} ({other}): keep backups apart"
+            )
 
 
 def load(name: str | None = None) -> Settings:

@@ -1,12 +1,25 @@
 """swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
 
-The modules mirror the deployment doc: provision → docker → swarm → images → hub → proxy,
-and cluster.all runs them in order. The sandbox rehearses it all on this machine.
+The modules mirror the deployment doc: provision → docker → swarm → homes → images → hub →
+backup → proxy, and cluster.all runs them in order. The sandbox rehearses it all on this machine.
 """
 
 from invoke import Collection
 
-from tasks import cluster, docker, hub, images, interact, monitor, nodes, proxy, sandbox, swarm
+from tasks import (
+    backup,
+    cluster,
+    docker,
+    homes,
+    hub,
+    images,
+    interact,
+    monitor,
+    nodes,
+    proxy,
+    sandbox,
+    swarm,
+)
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
@@ -18,5 +31,18 @@ ns.add_task(plan)
 ns.add_task(walkthrough)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (docker, swarm, images, hub, proxy, monitor, cluster, nodes, interact, sandbox):
+for module in (
+    docker,
+    swarm,
+    homes,
+    images,
+    hub,
+    backup,
+    proxy,
+    monitor,
+    cluster,
+    nodes,
+    interact,
+    sandbox,
+):
     ns.add_collection(Collection.from_module(module))

@@ -3,7 +3,17 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import docker_engine, hub, images, monitor, provision, proxy, swarm
+from swarmhub.steps import (
+    backup,
+    docker_engine,
+    homes,
+    hub,
+    images,
+    monitor,
+    provision,
+    proxy,
+    swarm,
+)
 from tasks._common import PLAN_HELP, run
 
 STEPS = [
@@ -11,10 +21,13 @@ STEPS = [
     docker_engine.STEP,
     swarm.MANAGE,
     swarm.JOIN,
+    homes.STORAGE,
+    homes.MOUNT,
     images.BUILD,
     images.SERVE,
     images.PULL,
     hub.STEP,
+    backup.STEP,
     proxy.STEP,
     monitor.STEP,
 ]
@@ -22,7 +35,7 @@ STEPS = [
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, images, hub, proxy, monitor; print the URL."""
+    """Run every step: provision, docker, swarm, homes, images, hub, backup, proxy, monitor."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))

@@ -62,6 +62,27 @@ c.SwarmSpawner.start_timeout = 300
 c.SwarmSpawner.http_timeout = 300  # a login storm on small nodes is CPU-bound
 c.SwarmSpawner.debug = env.get("SPAWNER_DEBUG") == "1"
 
+# Users' homes: HOMES_DIR/<escaped name> on the storage host, mounted at the same path on
+# the hub and on every node. The hub makes it (owned by the user image's jovyan) before the
+# spawn, since a swarm bind mount fails when its source is missing; the server mounts it as
+# /home/jovyan wherever it lands, so a student finds the same files on any node.
+HOMES_DIR = env["HOMES_DIR"]
+HOME_UID, HOME_GID = int(env["HOME_UID"]), int(env["HOME_GID"])
+
+
+def make_home(spawner):
+    path = os.path.join(HOMES_DIR, spawner.escaped_name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    status = os.stat(path)
+    if (status.st_uid, status.st_gid) != (HOME_UID, HOME_GID):
+        os.chown(path, HOME_UID, HOME_GID)
+    if status.st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
+c.Spawner.pre_spawn_hook = make_home
+c.SwarmSpawner.volumes = {HOMES_DIR + "/{username}": "/home/jovyan"}  # {username}: escaped
+
 # Who may log in.
 if env["AUTHENTICATOR"] == "dummy":
     c.JupyterHub.authenticator_class = "dummy"

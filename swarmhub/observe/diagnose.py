@@ -41,6 +41,20 @@ def default_name(now: datetime) -> str:
     return f"diagnose-{now.strftime('%Y%m%dT%H%M%SZ')}.tar.gz"
 
 
+def homes_config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
+    """The homes' mount unit where they are mounted, the export, the backup script and timer."""
+    from swarmhub.steps import backup, homes
+
+    paths = []
+    if "storage" in roles and settings.homes_backend == "nfs":
+        paths.append(homes.EXPORTS_FILE)
+    if "storage" not in roles and {"hub", "node"} & set(roles):
+        paths.append(f"/etc/systemd/system/{homes.mount_unit_name(settings.homes_dir)}")
+    if "hub" in roles:
+        paths += [backup.SCRIPT, f"/etc/systemd/system/{backup.UNIT}.timer"]
+    return paths
+
+
 def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     """The configuration files of a host, by its roles (none of them under secrets/)."""
     paths = []
@@ -52,6 +66,7 @@ def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
         paths.append(DAEMON_JSON)
     if "proxy" in roles:
         paths.append(SITE_PATH)
+    paths += homes_config_paths(settings, roles)
     return [mask.refuse_secrets_dir(path, settings.hub_dir) for path in dict.fromkeys(paths)]
 
 

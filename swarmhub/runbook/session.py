@@ -18,7 +18,12 @@ from swarmhub.output import table
 from swarmhub.runbook.host import Host
 from swarmhub.settings import Settings, check_local_files
 
-ROLE_NAMES = {"hub": "the hub", "node": "the nodes", "proxy": "the proxy"}
+ROLE_NAMES = {
+    "hub": "the hub",
+    "node": "the nodes",
+    "proxy": "the proxy",
+    "storage": "the storage host",
+}
 
 
 @dataclass(frozen=True)

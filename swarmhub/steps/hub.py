@@ -48,6 +48,13 @@ def hub_settings_env(settings: Settings) -> str:
         "AUTHENTICATOR": settings.authenticator,
         "ALLOWED_USERS": ",".join(settings.allowed_users),
         "ADMIN_USERS": ",".join(settings.admin_users),
+        # Users' homes: made by the hub before a spawn, mounted into each server. Where they
+        # come from is here too, so that the hub restarts (and binds the new mount) when the
+        # storage changes.
+        "HOMES_STORAGE": f"{settings.homes_backend}:{settings.storage_name}",
+        "HOMES_DIR": settings.homes_dir,
+        "HOME_UID": settings.home_uid,
+        "HOME_GID": settings.home_gid,
     }
     lines = ["# Written by swarmhub (hub.deploy) from the env file."]
     lines += [f"{key}={value}" for key, value in values.items()]
@@ -79,6 +86,8 @@ def render_compose(settings: Settings) -> str:
         cull_timeout=settings.cull_timeout,
         cull_every=settings.cull_every,
         network=settings.swarm_network,
+        homes_dir=settings.homes_dir,
+        data_dir=settings.hub_data_dir,
     )
 
 

@@ -11,10 +11,10 @@ import shlex
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
-from swarmhub.steps import docker_engine, images, provision, swarm
+from swarmhub.steps import docker_engine, homes, images, provision, swarm
 
 # Everything a new node needs, and nothing on any other host.
-ADD_STEPS = [provision.STEP, docker_engine.STEP, swarm.JOIN, images.PULL]
+ADD_STEPS = [provision.STEP, docker_engine.STEP, swarm.JOIN, homes.MOUNT, images.PULL]
 
 # Swarm's availability: "pause" takes no new tasks and keeps the running ones; "drain" also
 # moves the running ones elsewhere (a student's server restarts on another node).

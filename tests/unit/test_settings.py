@@ -34,7 +34,7 @@ def test_a_minimal_env_file_gets_the_defaults(tmp_path: Path) -> None:
     assert loaded.ssh_port == 22
     assert loaded.ssh_config is None
     assert loaded.hosts == {
-        "hub.example.edu": ("hub",),
+        "hub.example.edu": ("hub", "storage"),  # the homes live on the hub by default
         "node-1": ("node",),
         "node-2": ("node",),
         "jupyter.example.edu": ("proxy",),
@@ -103,7 +103,7 @@ def test_a_node_cannot_also_be_the_hub(tmp_path: Path) -> None:
 def test_hub_and_proxy_may_share_a_host(tmp_path: Path) -> None:
     text = GOOD.replace("PROXY_HOST=jupyter.example.edu", "PROXY_HOST=hub.example.edu")
     loaded = settings.load(str(write(tmp_path, text)))
-    assert loaded.role_of("hub.example.edu") == ("hub", "proxy")
+    assert loaded.role_of("hub.example.edu") == ("hub", "proxy", "storage")
 
 
 def test_relative_paths_are_relative_to_the_project(tmp_path: Path) -> None:
