@@ -1,12 +1,12 @@
 """swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
 
-The modules mirror the deployment doc: provision → docker → swarm → images → hub → proxy,
+The modules mirror the deployment doc: provision → docker → swarm → firewall → images → hub → proxy,
 and cluster.all runs them in order. The sandbox rehearses it all on this machine.
 """
 
 from invoke import Collection
 
-from tasks import cluster, docker, hub, images, nodes, proxy, sandbox, swarm
+from tasks import cluster, docker, firewall, hub, images, nodes, proxy, sandbox, swarm
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
@@ -16,5 +16,5 @@ ns.add_task(provision)
 ns.add_task(plan)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (docker, swarm, images, hub, proxy, cluster, nodes, sandbox):
+for module in (docker, swarm, firewall, images, hub, proxy, cluster, nodes, sandbox):
     ns.add_collection(Collection.from_module(module))

@@ -3,7 +3,7 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
+from swarmhub.steps import docker_engine, firewall, hub, images, provision, proxy, swarm
 from tasks._common import PLAN_HELP, run
 
 STEPS = [
@@ -11,6 +11,8 @@ STEPS = [
     docker_engine.STEP,
     swarm.MANAGE,
     swarm.JOIN,
+    # After Docker and the swarm, so that Docker's own rules exist; before anything listens.
+    firewall.STEP,
     images.BUILD,
     images.SERVE,
     images.PULL,
@@ -21,7 +23,7 @@ STEPS = [
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, images, hub, proxy; then print the URL."""
+    """Run every step: provision, docker, swarm, firewall, images, hub, proxy; print the URL."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))
