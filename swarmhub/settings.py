@@ -403,14 +403,10 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
 
 
 def is_sandbox(settings: Settings) -> bool:
-    """An env of the sandbox reaches its hosts through the ssh_config that sandbox.up writes
-    in SANDBOX_DIR, and has no public DOMAIN."""
-    own_config = settings.sandbox_dir / "ssh_config" if settings.sandbox_dir else None
-    return (
-        not settings.domain
-        and settings.ssh_config is not None
-        and (settings.ssh_config.resolve() == (own_config and own_config.resolve()))
-    )
+    """An env of the sandbox has no public DOMAIN and names an SSH_CONFIG (the one that
+    sandbox.up writes); a real deployment has a DOMAIN, or reaches its hosts through
+    ~/.ssh/config."""
+    return not settings.domain and settings.ssh_config is not None
 
 
 def check_authenticator(settings: Settings) -> None:
@@ -421,7 +417,7 @@ def check_authenticator(settings: Settings) -> None:
             why = (
                 f"DOMAIN={settings.domain} is a real name"
                 if settings.domain
-                else "its SSH_CONFIG is not SANDBOX_DIR/ssh_config, the one sandbox.up writes"
+                else "no SSH_CONFIG: a sandbox's env names the ssh_config sandbox.up writes"
             )
             raise SwarmhubError(
                 f"{source}: AUTHENTICATOR=dummy (one shared password for everyone) is for the "

@@ -6,7 +6,19 @@ and cluster.all runs them in order. The sandbox rehearses it all on this machine
 
 from invoke import Collection
 
-from tasks import cluster, docker, firewall, hub, images, nodes, proxy, sandbox, swarm
+from tasks import (
+    cluster,
+    docker,
+    firewall,
+    hosts,
+    hub,
+    images,
+    nodes,
+    proxy,
+    sandbox,
+    secrets,
+    swarm,
+)
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
 from tasks.provision import provision
@@ -16,5 +28,6 @@ ns.add_task(provision)
 ns.add_task(plan)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (docker, swarm, firewall, images, hub, proxy, cluster, nodes, sandbox):
+modules = (hosts, docker, swarm, firewall, images, hub, proxy, cluster, nodes, secrets, sandbox)
+for module in modules:
     ns.add_collection(Collection.from_module(module))

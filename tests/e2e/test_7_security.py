@@ -6,6 +6,7 @@ Runs against any sandbox (SWARMHUB_E2E_ENV), with the conftest's names only.
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
@@ -27,7 +28,9 @@ from tests.e2e.conftest import (
     NODE_LIST,
     PROXY,
     PROXY_URL,
+    STATE_DIR,
     VMS,
+    hub_container_ids,
     recap,
     student,
 )
@@ -333,6 +336,66 @@ def test_acme_certificate_from_pebble_renewed_without_downtime(
     renewed = served_certificate()
     assert certificate_field(renewed, "serial") != certificate_field(served, "serial")
     assert len(answers) > 20 and set(answers) == {200}, answers
+
+
+# --- secrets.rotate and hosts.trust ----------------------------------------------------------
+
+
+def test_rotating_the_cookie_secret_logs_users_out_and_recreates_only_the_hub(
+    cluster: Path,
+) -> None:
+    digest = "sudo sha256sum /srv/swarmhub/secrets/cookie_secret /srv/swarmhub/secrets/proxy_token"
+    before = run("fab", "-H", HUB, "--", digest, env_file=cluster).stdout.split()
+    ids = hub_container_ids(cluster)
+    alice = student("alice")
+    alice.login()
+    assert alice.api("GET", "/users/alice").status_code == 200
+    result = invoke("secrets.rotate", "--name", "cookie", env_file=cluster)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    after = run("fab", "-H", HUB, "--", digest, env_file=cluster).stdout.split()
+    assert after[0] != before[0] and after[2] == before[2]  # the cookie secret only
+    now = hub_container_ids(cluster)
+    assert now["jupyterhub"] != ids["jupyterhub"]
+    assert {now["chp"], now["cull"]} == {ids["chp"], ids["cull"]}
+    assert alice.api("GET", "/users/alice").status_code == 403  # her cookie is void
+    alice.login()
+    assert alice.api("GET", "/users/alice").status_code == 200
+    bad = invoke("secrets.rotate", "--name", "password", env_file=cluster)
+    assert bad.returncode != 0 and "use one of cookie, proxy-token" in bad.stderr
+
+
+def test_hosts_are_trusted_only_after_a_yes(cluster: Path, tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    config = (STATE_DIR / "ssh_config").read_text()
+    config = re.sub(r"UserKnownHostsFile .*", f"UserKnownHostsFile {known_hosts}", config)
+    (tmp_path / "ssh_config").write_text(config)
+    env_file = env_with(tmp_path, "")
+    env_file.write_text(
+        re.sub(
+            r"^SSH_CONFIG=.*$",
+            f"SSH_CONFIG={tmp_path}/ssh_config",
+            env_file.read_text(),
+            flags=re.M,
+        )
+    )
+    unknown = run("fab", "-H", HUB, "--", "true", env_file=env_file)
+    assert unknown.returncode != 0 and "its host key is not known" in unknown.stderr
+    refused = invoke("hosts.trust", HUB, env_file=env_file)  # no terminal: no yes
+    assert refused.returncode != 0 and "nothing was added" in refused.stderr
+    assert not known_hosts.exists()
+    fingerprints = run(
+        "fab",
+        "-H",
+        HUB,
+        "--",
+        "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub",
+        env_file=cluster,
+    ).stdout.split()[1]
+    assert fingerprints in refused.stdout  # shown before anything is asked
+    trusted = invoke("hosts.trust", HUB, "--yes", env_file=env_file)
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert run("fab", "-H", HUB, "--", "hostname", env_file=env_file).stdout.strip() == HUB
+    assert "already trusted" in invoke("hosts.trust", HUB, env_file=env_file).stdout
 
 
 # --- no secret in any output -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.steps import hub
 
 HOSTS = "HUB_HOST=hub\nNODE_HOSTS=node-1,node-2\nPROXY_HOST=proxy\n"
-SANDBOX = "SANDBOX_DIR=.sandbox-x\nSSH_CONFIG=.sandbox-x/ssh_config\n"
+SANDBOX = "SSH_CONFIG=.sandbox-x/ssh_config\n"
 CONFIG = Path(__file__).resolve().parents[2] / "compose" / "hub" / "jupyterhub_config.py"
 
 
@@ -53,7 +53,7 @@ def test_the_shared_password_is_refused_with_a_real_domain(tmp_path: Path) -> No
 
 def test_the_shared_password_is_refused_outside_the_sandbox(tmp_path: Path) -> None:
     message = error(tmp_path, "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=pw\n")
-    assert "its SSH_CONFIG is not SANDBOX_DIR/ssh_config" in message
+    assert "no SSH_CONFIG: a sandbox's env names the ssh_config sandbox.up writes" in message
 
 
 def test_oauth_needs_its_client_and_an_allow_list(tmp_path: Path) -> None:
