@@ -81,11 +81,18 @@ def ensure_acme_certificate(session: Session, proxy: Host) -> bool:
     if ensure_file(proxy, SERVICE_DROPIN, timer_dropin(settings), describe="certbot's settings"):
         changed |= proxy.change("systemd knows certbot's settings", "systemctl daemon-reload")
     conf = proxy.probe(f"cat {RENEWAL_CONF} 2>/dev/null").stdout
-    if conf and lineage_matches(conf, settings) and proxy.probe(f"test -s {LIVE_DIR}/cert.pem").ok:
+    if not conf or not proxy.probe(f"test -s {LIVE_DIR}/cert.pem").ok:
+        why = "none yet"
+    elif not lineage_matches(conf, settings):
+        why = "for another name or ACME server"
+    else:
+        why = ""
+    if not why:
         proxy.ok(f"ACME certificate for {settings.domain_name}")
     else:
         changed |= proxy.change(
-            f"ACME certificate for {settings.domain_name} from {settings.acme_directory_url}",
+            f"ACME certificate for {settings.domain_name} from {settings.acme_directory_url} "
+            f"(was: {why})",
             issue_command(settings) + " --force-renewal",
         )
     state = proxy.probe(f"systemctl is-enabled {TIMER}; systemctl is-active {TIMER}").stdout

@@ -17,6 +17,8 @@ cat > config.json <<EOF
  "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": false,
  "certificateValidityPeriod": 7776000}}
 EOF
+# A fresh pebble knows no accounts: forget certbot's account with an earlier one.
+systemctl is-active --quiet pebble || rm -rf /etc/letsencrypt/accounts/localhost:14000
 systemctl is-active --quiet pebble || systemd-run --quiet --unit=pebble -E PEBBLE_VA_NOSLEEP=1 -E PEBBLE_WFE_NONCEREJECT=0 /usr/bin/pebble -config /etc/pebble/config.json -strict=false
 for i in $(seq 30); do curl -s --cacert ca.pem -o /dev/null https://localhost:14000/dir && exit 0; sleep 1; done
 journalctl -u pebble --no-pager | tail -5
