@@ -145,7 +145,7 @@ def test_no_docker_api_on_tcp(cluster: Path) -> None:
 def test_the_firewall_survives_a_reboot(cluster: Path) -> None:
     run("docker", "restart", PROXY)
     deadline = time.monotonic() + 120
-    while not tcp_open(ADDRESSES[PROXY], 443):
+    while not (tcp_open(ADDRESSES[PROXY], 443) and tcp_open(ADDRESSES[PROXY], 22)):
         assert time.monotonic() < deadline, f"{PROXY} did not come back"
         time.sleep(2)
     rules = run("fab", "-H", PROXY, "--", "sudo nft list table inet swarmhub", env_file=cluster)
