@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -98,6 +99,27 @@ def _subnet(value: str) -> ipaddress.IPv4Network:
     return network
 
 
+def _syslog_url(value: str) -> str:
+    """``udp://HOST:PORT``, ``tcp://HOST:PORT`` or ``tls://HOST:PORT`` (TLS); empty: off."""
+    value = value.strip()
+    if not value:
+        return ""
+    url = urlsplit(value)
+    if url.scheme not in ("udp", "tcp", "tls") or not url.hostname or not url.port:
+        raise ValueError(
+            "give udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT "
+            "(Papertrail: tls://logsN.papertrailapp.com:PORT)"
+        )
+    return value
+
+
+def _webhook_url(value: str) -> str:
+    value = value.strip()
+    if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+        raise ValueError("give the webhook's http(s):// URL (a Slack incoming webhook, say)")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         value = value.strip().lower()
@@ -148,6 +170,10 @@ def _addresses(value: str) -> tuple[str, ...]:
     if value in ("", "provisioner"):
         return (value,) if value else ()
     return tuple(str(ipaddress.ip_address(part.strip())) for part in value.split(",") if part)
+
+
+def _ports(value: str) -> tuple[int, ...]:
+    return tuple(_port(part) for part in value.split(",") if part.strip())
 
 
 def _networks(value: str) -> tuple[ipaddress.IPv4Network, ...]:
@@ -259,6 +285,18 @@ SCHEMA: dict[str, Key] = {
     "FIREWALL_BLOCKED_FROM_USERS": Key(
         _networks, "169.254.169.254/32", "networks users' containers may not reach (metadata)"
     ),
+    "FIREWALL_CLUSTER_TCP_PORTS": Key(
+        _ports, "", "more TCP ports open between the hosts (9418: the sandbox's git server)"
+    ),
+    # Log shipping and alerts (the swarmhub-agent on every host; off when both are empty)
+    "SYSLOG_URL": Key(_syslog_url, "", "remote syslog for every log: tls://, tcp:// or udp://"),
+    "SYSLOG_CA_FILE": Key(_path, "", "PEM CA bundle to check the syslog server; empty: system"),
+    "ALERT_WEBHOOK_URL": Key(_webhook_url, "", "Slack-compatible webhook for alerts (a secret)"),
+    "ALERT_CA_FILE": Key(_path, "", "PEM CA bundle to check the webhook; empty: system CAs"),
+    "ALERT_MIN_INTERVAL": Key(_positive_int, "300", "seconds between alerts of one cause"),
+    "ALERT_MAX_PER_MINUTE": Key(_positive_int, "10", "alerts a host sends a minute at most"),
+    "ALERT_5XX_COUNT": Key(_positive_int, "20", "5xx answers on the proxy that make a burst"),
+    "ALERT_5XX_WINDOW": Key(_positive_int, "60", "seconds in which ALERT_5XX_COUNT is a burst"),
     # The sandbox: fake VMs on this machine
     "SANDBOX_NAME": Key(_name, "swarmhub", "labels the sandbox's containers, network, volumes"),
     "SANDBOX_SUBNET": Key(_subnet, "10.231.0.0/24", "private address range of the sandbox"),
@@ -319,7 +357,7 @@ class Settings:
 
 def check_local_files(settings: Settings) -> None:
     """The files an env file names on this machine exist (before any host is touched)."""
-    wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE"]
+    wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE", "SYSLOG_CA_FILE", "ALERT_CA_FILE"]
     if settings.tls_mode == "files":
         wanted += ["TLS_CERT", "TLS_KEY"]
     if settings.tls_mode == "acme":

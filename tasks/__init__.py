@@ -13,6 +13,8 @@ from tasks import (
     hosts,
     hub,
     images,
+    interact,
+    monitor,
     nodes,
     proxy,
     sandbox,
@@ -28,6 +30,20 @@ ns.add_task(provision)
 ns.add_task(plan)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-modules = (hosts, docker, swarm, firewall, images, hub, proxy, cluster, nodes, secrets, sandbox)
+modules = (
+    hosts,
+    docker,
+    swarm,
+    firewall,
+    images,
+    hub,
+    proxy,
+    monitor,
+    cluster,
+    nodes,
+    interact,
+    secrets,
+    sandbox,
+)
 for module in modules:
     ns.add_collection(Collection.from_module(module))

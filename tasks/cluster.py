@@ -3,7 +3,7 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import docker_engine, firewall, hub, images, provision, proxy, swarm
+from swarmhub.steps import docker_engine, firewall, hub, images, monitor, provision, proxy, swarm
 from tasks._common import PLAN_HELP, run
 
 STEPS = [
@@ -18,12 +18,13 @@ STEPS = [
     images.PULL,
     hub.STEP,
     proxy.STEP,
+    monitor.STEP,
 ]
 
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, firewall, images, hub, proxy; print the URL."""
+    """Run every step: provision, docker, swarm, firewall, images, hub, proxy, monitor; URL."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))

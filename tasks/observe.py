@@ -40,8 +40,9 @@ def logs(c: Context, service: str, tail: str = "100", follow: bool = False) -> N
     """Print a service's logs from wherever it runs (--follow: stream them until Ctrl-C).
 
     Services: hub, cull, chp (the hub stack's containers), proxy (nginx's journal, access and
-    error logs), registry, docker (the daemon on the hub and every node), user:NAME (NAME's
-    server, on its node). Lines of several hosts or files start with [host] or [host file].
+    error logs), registry, docker (the daemon on the hub and every node), agent (log shipping
+    and alerts, every host), user:NAME (NAME's server, on its node, and its OOM kills).
+    Lines of several hosts or files start with [host] or [host file].
     """
     settings = env_settings.load()
     chosen = sources.log_sources(settings, service, sources.parse_tail(tail), follow)

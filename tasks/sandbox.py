@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from invoke import Context, task
 
 from swarmhub import settings as env_settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import logger, table
-from swarmhub.sandbox import cluster
+from swarmhub.runbook.session import run_steps
+from swarmhub.sandbox import cluster, git_server
+from swarmhub.sandbox.plan import plan_vms
 
 
 @task(help={"nodes": "how many node VMs (default: those of NODE_HOSTS in the env file)"})
@@ -76,3 +79,32 @@ def down(c: Context) -> None:
     """Remove the sandbox's VMs, network, volumes and keys; nothing else on Docker is touched."""
     settings = env_settings.load()
     cluster.down(settings, logger("sandbox"))
+
+
+@task(
+    help={
+        "repo": "the repository's name, e.g. course (served as git://HUB-ADDRESS/course)",
+        "from": "a directory whose files become the repository's next commit on main",
+        "message": "the commit message (default: 'Course material from DIR')",
+    }
+)
+def git(c: Context, repo: str = "", from_: str = "", message: str = "") -> None:
+    """Serve a git repository from the sandbox's hub VM (git://, read-only) for interact links.
+
+    With --from DIR, DIR's files become the repository's next commit (none when unchanged).
+    Prints the URL that users' servers clone from.
+    """
+    settings = env_settings.load()
+    name = git_server.repo_name(repo)
+    directory = Path(from_).resolve() if from_ else None
+    if directory is not None and not directory.is_dir():
+        raise SwarmhubError(f"--from {from_} is not a directory: give the course material's")
+    if settings.hub_host not in cluster.existing_vms(settings):
+        raise SwarmhubError(
+            f"{settings.hub_host} is not a sandbox VM: sandbox.git serves repositories in the "
+            "sandbox only (run invoke sandbox.up); a real course uses its own git forge"
+        )
+    step = git_server.serve_step(name, directory, message or f"Course material from {from_}")
+    run_steps(c, settings, [step], only=settings.hub_host)
+    hub = next(vm for vm in plan_vms(settings) if vm.name == settings.hub_host)
+    print(git_server.repo_url(hub.address, name))

@@ -28,6 +28,9 @@ CONTAINER_FORMAT = (
 TASK_FORMAT = "{{.Name}}|{{.Node}}|{{.CurrentState}}"
 
 
+SERVICE_LABEL = "com.docker.swarm.service.name"
+
+
 def as_root(command: str) -> str:
     """``command`` run by root through sudo, as `Host.run` does."""
     return f"sudo -n sh -c {shlex.quote(command)}"
@@ -80,6 +83,21 @@ def user_tasks_command() -> str:
     )
 
 
+# OOM kills in users' containers: Docker keeps its recent events (the last few hundred) in
+# memory; an OOM kill of a process in a container is one even when the container lives on.
+OOM_EVENTS_SINCE = "24h"
+
+
+def oom_events_command(service: str | None = None, since: str = OOM_EVENTS_SINCE) -> str:
+    """This engine's recent OOM kills: ``UNIX-TIME SERVICE`` per line (a user's server)."""
+    label = f" --filter label={SERVICE_LABEL}={service}" if service else ""
+    return (
+        f'docker events --since {since} --until "$(date +%s)" --filter type=container '
+        f"--filter event=oom{label} --format "
+        f"'{{{{.Time}}}} {{{{index .Actor.Attributes \"{SERVICE_LABEL}\"}}}}'"
+    )
+
+
 def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str, str]:
     """What `invoke status` asks each host, by its roles."""
     sections = {
@@ -89,6 +107,8 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
     }
     if "hub" in roles or "node" in roles:
         sections["docker"] = "systemctl is-active docker"
+    if "node" in roles:
+        sections["oom"] = oom_events_command()
     if "hub" in roles:
         sections["nodes"] = node_list_command()
         sections["containers"] = (

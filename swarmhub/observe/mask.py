@@ -1,7 +1,7 @@
 """Keeping secrets out of a diagnostic archive, which is made to be handed to others.
 
 Two rules: nothing is read from the hub's secrets directory, and every value whose key looks
-secret (TOKEN, SECRET, PASSWORD, KEY, any case, anywhere in the key) is written as ``***`` —
+secret (TOKEN, SECRET, PASSWORD, KEY, WEBHOOK, any case, anywhere in the key) is ``***`` —
 in config files (``KEY=value``, ``key: value``, ``"key": "value"``), in log lines
 (``token=…`` in a URL, ``--password=…``), after ``Authorization:``, and swarm join tokens.
 Masking goes by pattern: the secret values themselves are never read to be compared.
@@ -15,7 +15,7 @@ import re
 from swarmhub.errors import SwarmhubError
 
 MASK = "***"
-_SECRET_WORD = r"(?:token|secret|password|passwd|key)"
+_SECRET_WORD = r"(?:token|secret|password|passwd|key|webhook)"
 _KEY = rf"[A-Za-z0-9_.\-]*{_SECRET_WORD}[A-Za-z0-9_.\-]*"
 
 # A whole line assigning a secret: env files, YAML, Python, JSON. All after the separator goes.

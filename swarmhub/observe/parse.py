@@ -192,6 +192,45 @@ def parse_service_tasks(text: str) -> dict[str, ServiceTask]:
     return tasks
 
 
+@dataclass(frozen=True)
+class OomKills:
+    """The OOM kills Docker saw in a user's server: how many, and the last one's time."""
+
+    count: int
+    last: datetime
+
+
+def parse_oom_events(text: str) -> dict[str, OomKills]:
+    """`commands.oom_events_command` output (``UNIX-TIME SERVICE``): service -> its OOM kills.
+
+    Containers that are not users' servers (no service, or another one) are left out."""
+    kills: dict[str, OomKills] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].startswith(USER_SERVICE_PREFIX):
+            continue
+        if not fields[0].isdigit():
+            raise ParseError(f"docker events: {first_line(line)}")
+        when = datetime.fromtimestamp(int(fields[0]), UTC)
+        before = kills.get(fields[1])
+        kills[fields[1]] = OomKills(
+            (before.count if before else 0) + 1, max(when, before.last) if before else when
+        )
+    return kills
+
+
+def merge_oom_kills(*found: dict[str, OomKills]) -> dict[str, OomKills]:
+    """The OOM kills seen by several engines (a server may have moved between nodes)."""
+    merged: dict[str, OomKills] = {}
+    for kills in found:
+        for service, k in kills.items():
+            before = merged.get(service)
+            merged[service] = (
+                OomKills(before.count + k.count, max(before.last, k.last)) if before else k
+            )
+    return merged
+
+
 # --- the hub's API ---
 
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from swarmhub.observe.parse import Container, DiskUse, Memory, ServiceTask, SwarmNode, UserServer
+from swarmhub.observe.parse import (
+    Container,
+    DiskUse,
+    Memory,
+    OomKills,
+    ServiceTask,
+    SwarmNode,
+    UserServer,
+)
 from swarmhub.output import table
 
 # Thresholds of a failing row.
@@ -331,8 +339,16 @@ def servers_section() -> Section:
             Column("state", "STATE"),
             Column("age_seconds", "AGE", human_duration),
             Column("idle_seconds", "LAST ACTIVITY", _ago),
+            Column("oom_kills", "OOM KILLS", lambda n: str(n) if n else "-"),
         ],
     )
+
+
+def oom_note(kills: OomKills, now: datetime) -> str:
+    """What an OOM kill means, in the words a user's "kernel died" needs."""
+    times = "once" if kills.count == 1 else f"{kills.count} times"
+    last = _ago(_seconds_between(now, kills.last))
+    return f"OOM: killed {times} for going over its memory limit (last {last}): 'kernel died'"
 
 
 def server_rows(
@@ -341,12 +357,15 @@ def server_rows(
     now: datetime,
     service_of: Callable[[str], str],
     user_of: Callable[[str], str],
+    oom: dict[str, OomKills] | None = None,
 ) -> list[Row]:
     """Users' servers as the hub sees them, placed by the swarm.
 
     A server the hub counts as ready without a running task fails (its user gets an error
-    page); a service the hub does not know is noted (it may be stopping).
+    page); a service the hub does not know is noted (it may be stopping). OOM kills since the
+    server started are counted and explained in its notes.
     """
+    oom = oom or {}
     rows = []
     seen = set()
     for server in sorted(servers, key=lambda s: s.user):
@@ -360,9 +379,14 @@ def server_rows(
                 "state": f"pending {server.pending}" if server.pending else "ready",
                 "age_seconds": _seconds_between(now, server.started),
                 "idle_seconds": _seconds_between(now, server.last_activity),
+                "oom_kills": 0,
                 "service": service,
             },
         )
+        kills = oom.get(service)
+        if kills and (server.started is None or kills.last >= server.started):
+            row.values["oom_kills"] = kills.count
+            row.note = oom_note(kills, now)
         if server.ready and task is None:
             row.problem = f"server of {server.user} has no running task in the swarm"
         rows.append(row)
@@ -376,6 +400,7 @@ def server_rows(
                     "state": "unknown to hub",
                     "age_seconds": None,
                     "idle_seconds": None,
+                    "oom_kills": 0,
                     "service": service,
                 },
                 note=f"swarm service {service} has no server in the hub (stopping?)",

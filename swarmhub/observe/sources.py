@@ -10,9 +10,10 @@ import shlex
 from dataclasses import dataclass
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.observe.commands import REGISTRY_UNIT, user_service
+from swarmhub.observe.commands import OOM_EVENTS_SINCE, REGISTRY_UNIT, SERVICE_LABEL, user_service
 from swarmhub.settings import Settings
 
+AGENT_UNIT = "swarmhub-agent"
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
 
 # The services of `invoke logs`, and where their logs come from.
@@ -23,12 +24,13 @@ SERVICES = {
     "proxy": "nginx on the proxy: its journal, access.log and error.log",
     "registry": f"the {REGISTRY_UNIT} service's journal on the hub",
     "docker": "the Docker daemon's journal on the hub and every node",
+    "agent": "the swarmhub-agent's journal on every host (log shipping and alerts)",
     "user:NAME": "the server of user NAME, on whichever node it runs",
 }
 # The containers of the hub stack, by service name.
 CONTAINER_OF = {"hub": "jupyterhub", "cull": "cull", "chp": "chp"}
 # Every service but the users' servers, in the order an archive lists them.
-HOST_SERVICES = ("hub", "cull", "chp", "registry", "docker", "proxy")
+HOST_SERVICES = ("hub", "cull", "chp", "registry", "docker", "proxy", "agent")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,28 @@ def user_logs(hub: str, user: str, tail: int, follow: bool) -> LogSource:
     )
 
 
+def oom_logs(node: str, user: str, memory_limit: str, follow: bool) -> LogSource:
+    """The OOM kills of a user's server that ``node``'s engine saw in the last day, as lines
+    that name the cause (the server's own log only shows a kernel restarting); followed, the
+    kills still to come too."""
+    service = user_service(user)
+    until = "" if follow else ' --until "$(date +%s)"'
+    events = (
+        f"docker events --since {OOM_EVENTS_SINCE}{until} --filter type=container "
+        f"--filter event=oom --filter label={SERVICE_LABEL}={service} --format '{{{{.Time}}}}'"
+    )
+    message = (
+        f"OOM kill in {service} ({user}'s server): a process, usually the notebook's kernel, "
+        f"went over the memory limit of {memory_limit} and the kernel killed it; "
+        "Jupyter then shows 'kernel died' and restarts the kernel"
+    )
+    return LogSource(
+        node,
+        "oom",
+        f"{events} | while read -r t; do echo \"$(date -u -d @$t '+%F %T UTC') {message}\"; done",
+    )
+
+
 def user_of(service: str) -> str | None:
     """The NAME of ``user:NAME``, or None for another service."""
     if not service.startswith("user:"):
@@ -114,13 +138,18 @@ def log_sources(settings: Settings, service: str, tail: int, follow: bool) -> li
     hub = settings.hub_host
     user = user_of(service)
     if user is not None:
-        return [user_logs(hub, user, tail, follow)]
+        limit = settings.user_mem_limit
+        return [user_logs(hub, user, tail, follow)] + [
+            oom_logs(node, user, limit, follow) for node in settings.node_hosts
+        ]
     if service in CONTAINER_OF:
         return [container_logs(hub, CONTAINER_OF[service], tail, follow)]
     if service == "registry":
         return [journal_logs(hub, REGISTRY_UNIT, tail, follow)]
     if service == "docker":
         return [journal_logs(host, "docker", tail, follow) for host in docker_hosts(settings)]
+    if service == "agent":
+        return [journal_logs(host, AGENT_UNIT, tail, follow) for host in settings.hosts]
     if service == "proxy":
         proxy = settings.proxy_host
         return [journal_logs(proxy, "nginx", tail, follow)] + [

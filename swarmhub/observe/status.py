@@ -63,7 +63,10 @@ def collect(settings: Settings, reached: Reach) -> report.Report:
     for name, roles in settings.hosts.items():
         hosts.rows.append(host_row(name, roles, answers[name]))
     hub_name, proxy_name = settings.hub_host, settings.proxy_host
-    swarm, stack, servers = hub_sections(settings, answers[hub_name], reached.hosts.get(hub_name))
+    oom = oom_kills(settings, answers)
+    swarm, stack, servers = hub_sections(
+        settings, answers[hub_name], reached.hosts.get(hub_name), oom
+    )
     proxy = proxy_section(proxy_name, answers[proxy_name])
     return report.Report(
         str(settings.source), datetime.now(UTC), [hosts, swarm, stack, proxy, servers]
@@ -88,8 +91,23 @@ def host_row(name: str, roles: tuple[str, ...], answer: HostAnswer) -> report.Ro
     return report.host_row(name, roles, disk=disk, memory=memory, docker=docker, errors=errors)
 
 
+def oom_kills(settings: Settings, answers: dict[str, HostAnswer]) -> dict[str, parse.OomKills]:
+    """The OOM kills in users' servers that the nodes' engines saw (unreadable ones skipped:
+    a node's own row says why)."""
+    found = []
+    for name in settings.node_hosts:
+        try:
+            found.append(parse.parse_oom_events(answers[name].sections.get("oom", "")))
+        except parse.ParseError:
+            continue
+    return parse.merge_oom_kills(*found)
+
+
 def hub_sections(
-    settings: Settings, answer: HostAnswer, hub: Host | None
+    settings: Settings,
+    answer: HostAnswer,
+    hub: Host | None,
+    oom: dict[str, parse.OomKills] | None = None,
 ) -> tuple[report.Section, report.Section, report.Section]:
     """The swarm, the hub stack and the users' servers, all as the hub sees them."""
     swarm, stack, servers = (
@@ -139,7 +157,7 @@ def hub_sections(
         if following is not None and hub is not None:
             users += more_users(hub, settings, following)
         servers.rows += report.server_rows(
-            users, tasks, now, commands.user_service, _user_of_service
+            users, tasks, now, commands.user_service, _user_of_service, oom
         )
     except parse.ParseError as error:
         servers.rows.append(report.unknown_row("user servers", str(error)))

@@ -74,7 +74,7 @@ def render_rules(
     """The nftables table of a host with ``roles``; ``cluster`` and ``proxies`` are the
     addresses of every cluster host and of the proxy host."""
     public = [settings.ssh_port, 22] + ([80, 443] if "proxy" in roles else [])
-    internal_tcp = [*SWARM_TCP, NFS_PORT]
+    internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
     blocked = [str(network) for network in settings.firewall_blocked_from_users]

@@ -63,3 +63,40 @@ def test_an_unknown_env_name(tmp_path: Path) -> None:
 def test_ssh_to_a_host_that_is_not_a_sandbox_vm() -> None:
     result = run("invoke", "sandbox.ssh", "nobody-here", extra_env={"DOCKER_HOST": "unix:///x"})
     assert one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["interact.link", "--path", "a.ipynb"], "--repo is required"),
+        (["interact.link", "--repo", "course", "--path", "a.ipynb"], "not a repository URL"),
+        (["interact.link", "--repo", "git://h/course"], "--path is required"),
+        (["sandbox.git", "--repo", "a b"], "not a repository name"),
+        (["sandbox.git", "--repo", "course", "--from", "/no/such/dir"], "not a directory"),
+    ],
+)
+def test_interact_and_sandbox_git_refuse_bad_input(tmp_path: Path, argv, message) -> None:  # type: ignore[no-untyped-def]
+    env_file = tmp_path / "course.env"
+    env_file.write_text("HUB_HOST=hub\nNODE_HOSTS=node-1\nPROXY_HOST=proxy\n")
+    assert message in one_error_line(run("invoke", *argv, env_file=env_file))
+
+
+def test_interact_link_prints_one_link(tmp_path: Path) -> None:
+    env_file = tmp_path / "course.env"
+    env_file.write_text(
+        "HUB_HOST=hub\nNODE_HOSTS=node-1\nPROXY_HOST=proxy\nDOMAIN=jupyter.example.edu\n"
+    )
+    result = run(
+        "invoke",
+        "interact.link",
+        "--repo",
+        "git://h/course",
+        "--path",
+        "a.ipynb",
+        env_file=env_file,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "https://jupyter.example.edu/hub/user-redirect/git-pull?"
+        "repo=git%3A%2F%2Fh%2Fcourse&urlpath=lab%2Ftree%2Fcourse%2Fa.ipynb\n"
+    )

@@ -56,7 +56,7 @@ def test_a_sectioned_script_splits_back_into_its_sections() -> None:
 
 def test_probes_follow_the_roles(env: settings.Settings) -> None:
     node = commands.host_probe_sections(env, ("node",))
-    assert set(node) == {"now", "disk", "memory", "docker"}
+    assert set(node) == {"now", "disk", "memory", "docker", "oom"}
     proxy = commands.host_probe_sections(env, ("proxy",))
     assert {"nginx", "cert"} <= set(proxy) and "docker" not in proxy
     hub = commands.host_probe_sections(env, ("hub", "proxy"))
@@ -491,7 +491,8 @@ def test_services_and_their_hosts(env: settings.Settings) -> None:
 
 
 def test_a_users_server_is_read_through_the_swarm(env: settings.Settings) -> None:
-    (user,) = sources.log_sources(env, "user:obs-alice", 20, True)
+    user, *oom = sources.log_sources(env, "user:obs-alice", 20, True)
+    assert [s.host for s in oom] == ["sam-node-1", "sam-node-2"]
     assert user.host == "sam-hub"
     assert user.command == (
         "docker service logs --tail 20 --follow --no-task-ids jupyter-obs-2dalice 2>&1"
@@ -504,7 +505,8 @@ def test_an_unknown_service_lists_the_valid_ones(env: settings.Settings) -> None
     with pytest.raises(SwarmhubError) as error:
         sources.log_sources(env, "jupyter", 100, False)
     assert error.value.reason == (
-        "unknown service 'jupyter': give one of hub, cull, chp, proxy, registry, docker, user:NAME"
+        "unknown service 'jupyter': give one of hub, cull, chp, proxy, registry, docker, agent, "
+        "user:NAME"
     )
     with pytest.raises(SwarmhubError, match="give a user name after user:"):
         sources.log_sources(env, "user:", 100, False)
@@ -631,7 +633,7 @@ def test_an_unknown_log_service_is_one_error_line() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: unknown service 'nginx': give one of hub, cull, chp, proxy, registry, docker, "
-        "user:NAME"
+        "agent, user:NAME"
     ]
 
 

@@ -1,0 +1,1 @@
+"""The swarmhub-agent that runs on the hosts (log shipping and alerts)."""

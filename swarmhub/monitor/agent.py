@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""swarmhub-agent: ships this host's logs to a remote syslog and posts alerts to a webhook.
+
+Installed on every host by `invoke monitor.deploy` as the systemd service swarmhub-agent,
+configured by /etc/swarmhub/agent.env (0600: the webhook URL is a secret). Python's standard
+library only, so that it runs on any Debian host with python3.
+
+What it reads:
+- every container of this host's Docker engine (the hub stack on the hub, users' servers on
+  the nodes), through the Docker API on its Unix socket; new containers as they start;
+- the Docker daemon's journal (``journalctl -u docker``);
+- nginx's access and error logs on the proxy;
+- on the swarm manager, the state of the swarm's nodes.
+
+What it sends:
+- each line as an RFC 5424 syslog message (Papertrail and rsyslog take them), over UDP, TCP
+  or TCP with TLS, when SYSLOG_URL is set;
+- alerts as Slack-compatible JSON (``{"text": ...}``) to ALERT_WEBHOOK_URL, when set: failed
+  spawns, dead kernels, OOM kills (naming the user), bursts of 5xx answers, a node down;
+  one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import queue
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
+SERVICE_LABEL = "com.docker.swarm.service.name"
+FACILITY_USER = 1
+SEVERITY = {"error": 3, "warning": 4, "info": 6}
+UDP_MAX_BYTES = 1024  # Papertrail's limit for one UDP message
+
+# --- lines and what they mean (pure functions, unit-tested) ---
+
+
+@dataclass(frozen=True)
+class Line:
+    """One log line: which program wrote it, and the user whose server it is (if any)."""
+
+    app: str
+    text: str
+    user: str = ""
+
+
+def severity_of(text: str) -> str:
+    """JupyterHub's and Jupyter's ``[E ...]``/``[W ...]`` prefixes, nginx's [error], the rest."""
+    head = text[:40]
+    if re.match(r"\[[EC] ", head) or "[error]" in head or "[crit]" in head or " ERROR" in head:
+        return "error"
+    if re.match(r"\[W ", head) or "[warn]" in head or " WARNING" in head:
+        return "warning"
+    return "info"
+
+
+def syslog_message(line: Line, hostname: str, when: datetime) -> str:
+    """RFC 5424, one line: ``<PRI>1 TIMESTAMP HOST APP - - - MSG``."""
+    priority = FACILITY_USER * 8 + SEVERITY[severity_of(line.text)]
+    app = re.sub(r"[^\x21-\x7e]", "_", line.app)[:48] or "-"
+    stamp = when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = line.text.replace("\n", " ").rstrip()
+    return f"<{priority}>1 {stamp} {hostname} {app} - - - {text}"
+
+
+# JupyterHub 5's words for a spawn that failed: an error, a timeout, a handler's error.
+SPAWN_FAILED = re.compile(
+    r"error starting (?P<error>[^\s']+)'s server"
+    r"|(?P<timeout>[^\s']+)'s server failed to start in"
+    r"|error starting server (?P<handler>[^\s:]+)",
+    re.I,
+)
+KERNEL_DIED = re.compile(
+    r"KernelRestarter: restarting kernel|kernel \S+ (?:died|restarted)|"
+    r"restarter.*(?:died|restart failed)",
+    re.I,
+)
+ACCESS_STATUS = re.compile(r'" (?P<status>[1-5]\d\d) ')
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something staff should hear about: its cause, about what (a user, a node), the text."""
+
+    cause: str
+    subject: str
+    text: str
+
+
+def alert_for_line(line: Line, host: str) -> Alert | None:
+    """The alert a single log line raises, if any (5xx bursts are counted elsewhere)."""
+    if line.app == "jupyterhub":
+        match = SPAWN_FAILED.search(line.text)
+        if match:
+            user = next(name for name in match.groups() if name)
+            reason = line.text.split("]", 1)[-1].strip()[:300]
+            return Alert("spawn-failed", user, f"{user}'s server failed to start: {reason}")
+    if line.user and KERNEL_DIED.search(line.text):
+        return Alert(
+            "kernel-died",
+            line.user,
+            f"a kernel died in {line.user}'s server on {host} and was restarted: "
+            f"{line.text.strip()[:200]}",
+        )
+    return None
+
+
+def oom_alert(user: str, service: str, host: str, limit_bytes: int) -> Alert:
+    """An OOM kill in a user's container: the cause named, not a silent "kernel died"."""
+    limit = f" of {limit_bytes // 2**20} MiB" if limit_bytes else ""
+    who = f"{user}'s server" if user else service
+    return Alert(
+        "oom-kill",
+        user or service,
+        f"OOM kill: {who} ({service} on {host}) went over its memory limit{limit}; the kernel "
+        "killed a process in it, usually the notebook's kernel (the user sees 'kernel died')",
+    )
+
+
+def node_down_alert(node: str, state: str) -> Alert:
+    return Alert("node-down", node, f"swarm node {node} is {state}: its users' servers are lost")
+
+
+def status_of_access_line(text: str) -> int | None:
+    match = ACCESS_STATUS.search(text)
+    return int(match.group("status")) if match else None
+
+
+class BurstCounter:
+    """Counts events in a sliding window; says when they reach the threshold (once per burst)."""
+
+    def __init__(self, threshold: int, window: float) -> None:
+        self.threshold, self.window = threshold, window
+        self.times: collections.deque[float] = collections.deque()
+        self.fired = False
+
+    def add(self, now: float) -> bool:
+        self.times.append(now)
+        while self.times and self.times[0] < now - self.window:
+            self.times.popleft()
+        if len(self.times) < self.threshold:
+            self.fired = False
+            return False
+        if self.fired:
+            return False
+        self.fired = True
+        return True
+
+
+@dataclass
+class RateLimiter:
+    """One alert per (cause, subject) per ``min_interval``; at most ``per_minute`` in all.
+
+    What it holds back is counted and mentioned in the next alert that goes out.
+    """
+
+    min_interval: float
+    per_minute: int
+    last: dict[tuple[str, str], float] = field(default_factory=dict)
+    sent: collections.deque[float] = field(default_factory=collections.deque)
+    held_back: int = 0
+
+    def allow(self, alert: Alert, now: float) -> bool:
+        key = (alert.cause, alert.subject)
+        if now - self.last.get(key, -1e12) < self.min_interval:
+            self.held_back += 1
+            return False
+        while self.sent and self.sent[0] < now - 60:
+            self.sent.popleft()
+        if len(self.sent) >= self.per_minute:
+            self.held_back += 1
+            return False
+        self.last[key] = now
+        self.sent.append(now)
+        return True
+
+    def take_held_back(self) -> int:
+        count, self.held_back = self.held_back, 0
+        return count
+
+
+# An OOM kill makes Jupyter restart the kernel a few seconds later; the OOM alert explains
+# both, so a dead-kernel alert waits this long for an OOM kill of the same user.
+KERNEL_ALERT_DELAY = 8.0
+
+
+class Alerter:
+    """Takes alerts, holds dead-kernel ones briefly, limits the rate, posts the rest."""
+
+    def __init__(
+        self, post: Callable[[str], None], host: str, min_interval: float, per_minute: int
+    ) -> None:
+        self.post, self.host = post, host
+        self.limiter = RateLimiter(min_interval, per_minute)
+        self.pending: list[tuple[float, Alert]] = []
+        self.recent_oom: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def raise_alert(self, alert: Alert, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if alert.cause == "oom-kill":
+                self.recent_oom[alert.subject] = now
+                self.pending = [
+                    (due, a)
+                    for due, a in self.pending
+                    if not (a.cause == "kernel-died" and a.subject == alert.subject)
+                ]
+            elif alert.cause == "kernel-died":
+                if now - self.recent_oom.get(alert.subject, -1e12) < 60:
+                    return  # the OOM alert already told the story
+                self.pending.append((now + KERNEL_ALERT_DELAY, alert))
+                return
+            self._send(alert, now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Send the held alerts whose wait is over (called every second)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            due = [a for when, a in self.pending if when <= now]
+            self.pending = [(when, a) for when, a in self.pending if when > now]
+            for alert in due:
+                self._send(alert, now)
+
+    def _send(self, alert: Alert, now: float) -> None:
+        if not self.limiter.allow(alert, now):
+            return
+        text = f"[swarmhub {self.host}] {alert.text}"
+        held = self.limiter.take_held_back()
+        if held:
+            text += f" (and {held} alert{'s' if held > 1 else ''} held back by the rate limit)"
+        self.post(text)
+
+
+# --- reading the host's logs ---
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the Docker daemon's Unix socket."""
+
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def docker_get(path: str, *, stream: bool = False, timeout: float = 10):
+    connection = UnixHTTPConnection(DOCKER_SOCKET, None if stream else timeout)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    if response.status != 200:
+        raise OSError(f"docker API {path}: HTTP {response.status}")
+    return response if stream else json.loads(response.read())
+
+
+def demultiplex(response, tty: bool) -> Iterator[bytes]:
+    """The payloads of a container's log stream (8-byte frame headers unless it has a TTY)."""
+    if tty:
+        while chunk := response.read1(65536):
+            yield chunk
+        return
+    while True:
+        header = response.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:8], "big")
+        yield response.read(size)
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *lines, rest = rest.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if rest:
+        yield rest.decode("utf-8", "replace")
+
+
+def container_app_and_user(info: dict) -> tuple[str, str]:
+    """The name lines carry (a swarm task's service, else the container's name), and the
+    JupyterHub user whose server the container is."""
+    config = info.get("Config") or {}
+    labels = config.get("Labels") or {}
+    app = labels.get(SERVICE_LABEL) or info.get("Name", "").lstrip("/")
+    user = ""
+    for item in config.get("Env") or []:
+        if item.startswith("JUPYTERHUB_USER="):
+            user = item.split("=", 1)[1]
+    return app, user
+
+
+class Agent:
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.host = environ.get("SWARMHUB_HOST") or socket.gethostname()
+        self.roles = set(filter(None, environ.get("SWARMHUB_ROLES", "").split(",")))
+        self.lines: queue.Queue[tuple[Line, datetime]] = queue.Queue(maxsize=20000)
+        self.dropped = 0
+        self.following: set[str] = set()
+        self.lock = threading.Lock()
+        self.syslog_url = environ.get("SYSLOG_URL", "")
+        self.syslog_ca = environ.get("SYSLOG_CA_FILE", "")
+        self.webhook = environ.get("ALERT_WEBHOOK_URL", "")
+        self.webhook_ca = environ.get("ALERT_CA_FILE", "")
+        self.alerter = Alerter(
+            self.post_alert,
+            self.host,
+            float(environ.get("ALERT_MIN_INTERVAL", "300")),
+            int(environ.get("ALERT_MAX_PER_MINUTE", "10")),
+        )
+        self.bursts = BurstCounter(
+            int(environ.get("ALERT_5XX_COUNT", "20")), float(environ.get("ALERT_5XX_WINDOW", "60"))
+        )
+
+    # -- intake --
+
+    def take(self, line: Line) -> None:
+        if self.syslog_url:
+            try:
+                self.lines.put_nowait((line, datetime.now(UTC)))
+            except queue.Full:
+                self.dropped += 1
+        if self.webhook:
+            self.check(line)
+
+    def check(self, line: Line) -> None:
+        alert = alert_for_line(line, self.host)
+        if alert:
+            self.alerter.raise_alert(alert)
+        if line.app == "nginx-access":
+            status = status_of_access_line(line.text)
+            if status and status >= 500 and self.bursts.add(time.monotonic()):
+                self.alerter.raise_alert(
+                    Alert(
+                        "5xx-burst",
+                        self.host,
+                        f"{self.bursts.threshold} or more 5xx answers within "
+                        f"{self.bursts.window:.0f} s on the proxy; last: {line.text[:200]}",
+                    )
+                )
+
+    def note(self, text: str) -> None:
+        """The agent's own line: to its journal, and shipped like any other."""
+        print(text, file=sys.stderr, flush=True)
+        self.take(Line("swarmhub-agent", text))
+
+    # -- containers --
+
+    def follow_container(self, container_id: str, since: int) -> None:
+        with self.lock:
+            if container_id in self.following:
+                return
+            self.following.add(container_id)
+        try:
+            info = docker_get(f"/containers/{container_id}/json")
+            app, user = container_app_and_user(info)
+            tty = bool((info.get("Config") or {}).get("Tty"))
+            path = f"/containers/{container_id}/logs?follow=1&stdout=1&stderr=1&since={since}"
+            for text in split_lines(demultiplex(docker_get(path, stream=True), tty)):
+                self.take(Line(app, text, user))
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            print(f"container {container_id[:12]}: {error}", file=sys.stderr, flush=True)
+        finally:
+            with self.lock:
+                self.following.discard(container_id)
+
+    def start_follower(self, container_id: str, since: int) -> None:
+        threading.Thread(
+            target=self.follow_container, args=(container_id, since), daemon=True
+        ).start()
+
+    def watch_events(self) -> None:
+        filters = json.dumps({"type": ["container"], "event": ["start", "oom"]})
+        while True:
+            try:
+                now = int(time.time())
+                for container in docker_get("/containers/json"):
+                    self.start_follower(container["Id"], now)
+                path = f"/events?filters={urllib.parse.quote(filters)}&since={now}"
+                response = docker_get(path, stream=True)
+                while raw := response.readline():
+                    self.on_event(json.loads(raw))
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                print(f"docker events: {error}; again in 5 s", file=sys.stderr, flush=True)
+            time.sleep(5)
+
+    def on_event(self, event: dict) -> None:
+        container_id = event.get("id") or event.get("Actor", {}).get("ID", "")
+        action = event.get("Action") or event.get("status")
+        if action == "start":
+            self.start_follower(container_id, int(event.get("time", time.time())) - 1)
+        elif action == "oom":
+            try:
+                info = docker_get(f"/containers/{container_id}/json")
+            except (OSError, http.client.HTTPException, ValueError):
+                info = {"Name": container_id[:12]}
+            app, user = container_app_and_user(info)
+            limit = int((info.get("HostConfig") or {}).get("Memory") or 0)
+            alert = oom_alert(user, app, self.host, limit)
+            self.take(Line("swarmhub-agent", alert.text, user))
+            if self.webhook:
+                self.alerter.raise_alert(alert)
+
+    # -- the daemon's journal, nginx's files --
+
+    def follow_command(self, app: str, argv: list[str]) -> None:
+        while True:
+            try:
+                with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
+                    assert process.stdout is not None
+                    for text in process.stdout:
+                        self.take(Line(app, text.rstrip("\n")))
+            except OSError as error:
+                print(f"{argv[0]}: {error}", file=sys.stderr, flush=True)
+            time.sleep(5)
+
+    def follow_file(self, app: str, path: str) -> None:
+        """``tail -F`` from the end: survives rotation (a new inode) and truncation."""
+        handle, inode = None, None
+        while True:
+            try:
+                stat = os.stat(path)
+                if handle is None or stat.st_ino != inode or stat.st_size < handle.tell():
+                    if handle:
+                        handle.close()
+                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                    if inode is None:
+                        handle.seek(0, os.SEEK_END)
+                    inode = stat.st_ino
+                while text := handle.readline():
+                    self.take(Line(app, text.rstrip("\n")))
+            except OSError:
+                pass
+            time.sleep(0.5)
+
+    # -- the swarm's nodes, on the manager --
+
+    def watch_nodes(self, every: float = 15) -> None:
+        known: dict[str, str] = {}
+        while True:
+            try:
+                for node in docker_get("/nodes"):
+                    name = node.get("Description", {}).get("Hostname", node.get("ID", "?"))
+                    state = node.get("Status", {}).get("State", "unknown")
+                    if known.get(name) == "ready" and state != "ready":
+                        self.alerter.raise_alert(node_down_alert(name, state))
+                        self.take(Line("swarmhub-agent", f"swarm node {name} is {state}"))
+                    known[name] = state
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                print(f"docker nodes: {error}", file=sys.stderr, flush=True)
+            time.sleep(every)
+
+    # -- sending --
+
+    def post_alert(self, text: str) -> None:
+        body = json.dumps({"text": text}).encode()
+        request = urllib.request.Request(
+            self.webhook, body, {"Content-Type": "application/json"}, method="POST"
+        )
+        context = ssl.create_default_context(cafile=self.webhook_ca or None)
+        for attempt in (1, 2, 3):
+            try:
+                with urllib.request.urlopen(request, timeout=10, context=context):
+                    print(f"alert sent: {text[:120]}", file=sys.stderr, flush=True)
+                    return
+            except OSError as error:
+                print(f"alert not sent (try {attempt}): {error}", file=sys.stderr, flush=True)
+                time.sleep(2 * attempt)
+
+    def ship(self) -> None:
+        url = urllib.parse.urlsplit(self.syslog_url)
+        address = (url.hostname or "", url.port or 514)
+        sender: SyslogSender = (
+            UdpSender(address)
+            if url.scheme == "udp"
+            else TcpSender(address, url.scheme == "tls", self.syslog_ca)
+        )
+        while True:
+            line, when = self.lines.get()
+            message = syslog_message(line, self.host, when)
+            while not sender.send(message):
+                time.sleep(2)  # the receiver is away: keep the line, try again
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                sender.send(
+                    syslog_message(
+                        Line("swarmhub-agent", f"{dropped} lines dropped (queue full)"),
+                        self.host,
+                        datetime.now(UTC),
+                    )
+                )
+
+    def tick(self) -> None:
+        while True:
+            time.sleep(1)
+            self.alerter.flush()
+
+    def run(self) -> None:
+        workers: list[tuple[Callable[..., None], tuple]] = [(self.tick, ())]
+        if self.syslog_url:
+            workers.append((self.ship, ()))
+        if self.roles & {"hub", "node"}:
+            workers.append((self.watch_events, ()))
+            workers.append(
+                (
+                    self.follow_command,
+                    (
+                        "dockerd",
+                        ["journalctl", "-f", "-n", "0", "-o", "cat", "-u", "docker.service"],
+                    ),
+                )
+            )
+        if "hub" in self.roles:
+            workers.append((self.watch_nodes, ()))
+        if "proxy" in self.roles:
+            workers.append((self.follow_file, ("nginx-access", NGINX_LOGS[0])))
+            workers.append((self.follow_file, ("nginx-error", NGINX_LOGS[1])))
+        for target, args in workers:
+            threading.Thread(target=target, args=args, daemon=True).start()
+        where = self.syslog_url.split("://")[0] if self.syslog_url else "no syslog"
+        self.note(
+            f"swarmhub-agent started on {self.host} ({','.join(sorted(self.roles))}): "
+            f"shipping: {where}; alerts: {'on' if self.webhook else 'off'}"
+        )
+        while True:
+            time.sleep(3600)
+
+
+class SyslogSender:
+    def send(self, message: str) -> bool:
+        raise NotImplementedError
+
+
+class UdpSender(SyslogSender):
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def send(self, message: str) -> bool:
+        try:
+            self.sock.sendto(message.encode()[:UDP_MAX_BYTES], self.address)
+            return True
+        except OSError:
+            return False
+
+
+class TcpSender(SyslogSender):
+    """Newline-framed messages over TCP, optionally TLS (verified), reconnecting as needed."""
+
+    def __init__(self, address: tuple[str, int], tls: bool, cafile: str) -> None:
+        self.address, self.tls, self.cafile = address, tls, cafile
+        self.sock: socket.socket | None = None
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(self.address, timeout=10)
+        if self.tls:
+            context = ssl.create_default_context(cafile=self.cafile or None)
+            sock = context.wrap_socket(sock, server_hostname=self.address[0])
+        return sock
+
+    def send(self, message: str) -> bool:
+        try:
+            if self.sock is None:
+                self.sock = self.connect()
+            self.sock.sendall(message.encode() + b"\n")
+            return True
+        except OSError as error:
+            print(
+                f"syslog {self.address[0]}:{self.address[1]}: {error}", file=sys.stderr, flush=True
+            )
+            if self.sock:
+                self.sock.close()
+            self.sock = None
+            return False
+
+
+if __name__ == "__main__":
+    Agent(dict(os.environ)).run()

@@ -1,0 +1,123 @@
+"""monitor.deploy: the swarmhub-agent on every host — log shipping to a remote syslog and
+alerts to a webhook, from the env file; absent (stopped and removed) when both are off.
+
+The agent (swarmhub/monitor/agent.py, Python's standard library only) runs as a systemd
+service and reads what the host has: containers through the Docker socket, the Docker
+daemon's journal, nginx's logs, the swarm's nodes on the manager. It is restarted only when
+its program or its settings change.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from swarmhub.runbook.ensure import ensure_file, ensure_service_running
+from swarmhub.runbook.host import Host
+from swarmhub.runbook.session import Session, Step
+from swarmhub.settings import Settings
+
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "monitor" / "agent.py"
+AGENT_PATH = "/usr/local/lib/swarmhub/swarmhub-agent"
+CONFIG_DIR = "/etc/swarmhub"
+AGENT_ENV = f"{CONFIG_DIR}/agent.env"
+SYSLOG_CA = f"{CONFIG_DIR}/agent-syslog-ca.pem"
+ALERT_CA = f"{CONFIG_DIR}/agent-alert-ca.pem"
+UNIT = "swarmhub-agent.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+FILES = (AGENT_PATH, AGENT_ENV, SYSLOG_CA, ALERT_CA, UNIT_PATH)
+
+
+def enabled(settings: Settings) -> bool:
+    """The agent runs when logs are shipped or alerts are posted."""
+    return bool(settings.syslog_url or settings.alert_webhook_url)
+
+
+def agent_env(settings: Settings, host: str, roles: tuple[str, ...]) -> str:
+    """The agent's settings (0600 on the host: the webhook URL is a secret)."""
+    values = {
+        "SWARMHUB_HOST": host,
+        "SWARMHUB_ROLES": ",".join(roles),
+        "SYSLOG_URL": settings.syslog_url,
+        "SYSLOG_CA_FILE": SYSLOG_CA if settings.syslog_ca_file else "",
+        "ALERT_WEBHOOK_URL": settings.alert_webhook_url,
+        "ALERT_CA_FILE": ALERT_CA if settings.alert_ca_file else "",
+        "ALERT_MIN_INTERVAL": str(settings.alert_min_interval),
+        "ALERT_MAX_PER_MINUTE": str(settings.alert_max_per_minute),
+        "ALERT_5XX_COUNT": str(settings.alert_5xx_count),
+        "ALERT_5XX_WINDOW": str(settings.alert_5xx_window),
+    }
+    lines = ["# Written by swarmhub (monitor.deploy) from the env file: edit that, not this."]
+    lines += [f"{key}={value}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_unit() -> str:
+    return f"""\
+# Written by swarmhub (monitor.deploy).
+[Unit]
+Description=swarmhub agent: log shipping and alerts
+After=network-online.target docker.service nginx.service
+Wants=network-online.target
+
+[Service]
+EnvironmentFile={AGENT_ENV}
+ExecStart=/usr/bin/python3 -u {AGENT_PATH}
+Restart=always
+RestartSec=5
+MemoryMax=200M
+Nice=5
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def remove_command() -> str:
+    files = " ".join(shlex.quote(path) for path in FILES)
+    return f"systemctl disable --now {UNIT} 2>/dev/null; rm -f {files}; systemctl daemon-reload"
+
+
+def apply(session: Session, host: Host) -> None:
+    settings = session.settings
+    if not enabled(settings):
+        if host.probe(f"test -e {UNIT_PATH}").ok:
+            host.change(
+                "removed the swarmhub-agent (log shipping and alerts are off)", remove_command()
+            )
+        else:
+            host.ok("log shipping and alerts off (SYSLOG_URL and ALERT_WEBHOOK_URL empty)")
+        return
+    changed = ensure_file(
+        host, AGENT_PATH, AGENT_SOURCE.read_text(), mode="0755", describe="swarmhub-agent"
+    )
+    changed |= ensure_file(
+        host,
+        AGENT_ENV,
+        agent_env(settings, host.name, host.roles),
+        mode="0600",
+        describe="agent settings",
+    )
+    for path, source, what in (
+        (SYSLOG_CA, settings.syslog_ca_file, "syslog server's CA"),
+        (ALERT_CA, settings.alert_ca_file, "webhook's CA"),
+    ):
+        if source is not None:
+            changed |= ensure_file(host, path, source.read_text(), describe=what)
+    unit_changed = ensure_file(host, UNIT_PATH, render_unit(), describe=UNIT)
+    if unit_changed and not host.plan:
+        host.run("systemctl daemon-reload")
+    started = ensure_service_running(host, UNIT)
+    if (changed or unit_changed) and not started:
+        host.change(
+            "restarted the swarmhub-agent (new program or settings)", f"systemctl restart {UNIT}"
+        )
+
+
+STEP = Step(
+    name="monitor.deploy",
+    roles=frozenset({"hub", "node", "proxy"}),
+    apply=apply,
+    parallel=True,
+    summary="log shipping and alerts (swarmhub-agent), or none when off",
+)
