@@ -74,6 +74,7 @@ def render_rules(
     """The nftables table of a host with ``roles``; ``cluster`` and ``proxies`` are the
     addresses of every cluster host and of the proxy host."""
     public = [settings.ssh_port, 22] + ([80, 443] if "proxy" in roles else [])
+    public_anywhere = [settings.ssh_port, 22, 80, 443]  # open on some host of the cluster
     internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
@@ -107,7 +108,17 @@ def render_rules(
         "    chain forward {",
         "        type filter hook forward priority filter; policy accept;",
         '        ct state new ip daddr @blocked_from_users drop comment "e.g. cloud metadata"',
+        f"        ct state new iifname {{ {', '.join(CONTAINER_INTERFACES)} }} ip daddr @cluster "
+        "jump from_containers",
         "        ct state new ct status dnat jump published",
+        "    }",
+        "",
+        "    # Containers (users' servers) to the cluster's hosts: their traffic leaves with the",
+        "    # node's address, so the cluster's own ports (registry, swarm) are closed to them.",
+        "    chain from_containers {",
+        f"        tcp dport {_ports(public_anywhere + list(settings.firewall_cluster_tcp_ports))} "
+        "return",
+        "        drop",
         "    }",
         "",
         "    # New connections to ports Docker publishes, matched by their original port.",

@@ -217,6 +217,15 @@ def test_the_hubs_api_gives_a_user_nothing_without_a_token(alice_and_bob: tuple)
     assert "bob" not in answer["names"], answer
 
 
+def test_users_cannot_reach_the_registry_or_the_swarm(alice_and_bob: tuple) -> None:
+    """Users' traffic leaves a node with the node's address: the cluster's own ports are
+    closed to it all the same (a writable registry would let a user replace the user image)."""
+    alice, _ = alice_and_bob
+    for port in (5000, 2377, 8000):
+        assert alice.run_code(reach_from_kernel(ADDRESSES[HUB], port)).strip() == "blocked"
+    assert alice.run_code(reach_from_kernel(ADDRESSES[PROXY], 443)).strip() == "open"
+
+
 # --- logins --------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ def test_only_ssh_is_open_to_anyone_on_hub_and_nodes(env) -> None:
         rules = rules_for(env, *roles)
         assert "policy drop" in rules
         assert 'tcp dport { 22 } accept comment "from anywhere"' in rules
-        assert "443" not in rules
+        assert "dport { 22, 80, 443 } accept" not in rules
 
 
 def test_the_proxy_is_open_on_80_and_443(env) -> None:
@@ -62,6 +62,13 @@ def test_chp_is_reached_from_the_proxy_only(env) -> None:
     hub = rules_for(env, "hub")
     assert "ct original proto-dst 8000 ip saddr @proxy return" in hub
     assert "8000" not in rules_for(env, "node")
+
+
+def test_containers_reach_only_public_ports_of_cluster_hosts(env) -> None:
+    rules = rules_for(env, "node")
+    assert "ip daddr @cluster jump from_containers" in rules
+    chain = rules[rules.index("chain from_containers") :]
+    assert "tcp dport { 22, 80, 443 } return" in chain and "drop" in chain
 
 
 def test_users_are_blocked_from_metadata_and_the_list_is_a_setting(env, tmp_path: Path) -> None:
