@@ -175,8 +175,9 @@ print(json.dumps({"anonymous": anonymous, "routes": routes, "own": own, "names":
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def alice_and_bob(cluster: Path) -> tuple:
+    """alice and bob logged in, each with a running server (the sandbox's culler is quick)."""
     bob = student("bob")
     bob.login()
     bob.start_server()
