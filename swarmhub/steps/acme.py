@@ -48,7 +48,8 @@ def issue_command(settings: Settings) -> str:
 
 
 def renew_command(settings: Settings, force: bool = False) -> str:
-    return f"{certbot_environment(settings)}certbot renew --quiet" + (
+    # Without a terminal certbot sleeps up to 8 minutes first (to spread the timers' load).
+    return f"{certbot_environment(settings)}certbot renew --no-random-sleep-on-renew --quiet" + (
         " --force-renewal" if force else ""
     )
 

@@ -54,7 +54,9 @@ def test_certbot_issues_over_the_webroot_and_reloads_nginx(tmp_path: Path) -> No
     assert "--email staff@example.edu" in command
     assert "--deploy-hook 'systemctl reload nginx'" in command
     assert "REQUESTS_CA_BUNDLE" in acme.timer_dropin(env)
-    assert acme.renew_command(env, force=True).endswith("certbot renew --quiet --force-renewal")
+    assert acme.renew_command(env, force=True).endswith(
+        "renew --no-random-sleep-on-renew --quiet --force-renewal"
+    )
 
 
 def test_lets_encrypt_by_default_and_no_email_is_explicit(tmp_path: Path) -> None:
