@@ -32,6 +32,8 @@ _HOSTNAME = re.compile(
 )
 
 ROLES = ("hub", "node", "proxy", "storage")
+AUTHENTICATORS = ("dummy", "native", "github", "google", "oidc")
+OAUTH_AUTHENTICATORS = ("github", "google", "oidc")
 # Roles that one host may hold together. User servers never run on the hub, and the
 # public proxy is not a place for students' kernels. The storage of home directories is the
 # hub by default, or a host of its own (never a node, never the public proxy alone).
@@ -133,6 +135,15 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+def _tls_mode(value: str) -> str:
+    """self-signed, files (alias: provided, its former name) or acme."""
+    mode = _choice("self-signed", "files", "provided", "acme")(value)
+    return "files" if mode == "provided" else mode
+
+
 def _names(value: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in value.split(",") if part.strip())
     for name in names:
@@ -164,6 +175,14 @@ def _addresses(value: str) -> tuple[str, ...]:
     if value in ("", "provisioner"):
         return (value,) if value else ()
     return tuple(str(ipaddress.ip_address(part.strip())) for part in value.split(",") if part)
+
+
+def _ports(value: str) -> tuple[int, ...]:
+    return tuple(_port(part) for part in value.split(",") if part.strip())
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network, ...]:
+    return tuple(ipaddress.IPv4Network(part.strip()) for part in value.split(",") if part.strip())
 
 
 def _optional_hostname(value: str) -> str:
@@ -228,14 +247,36 @@ SCHEMA: dict[str, Key] = {
     "EXTRA_CA_BUNDLE": Key(_path, "", "PEM bundle of extra CAs the hosts and builds trust"),
     # The public face
     "DOMAIN": Key(_optional_hostname, "", "the name students type; empty: PROXY_HOST"),
-    "TLS_MODE": Key(_choice("self-signed", "provided"), "self-signed", "where the cert comes from"),
-    "TLS_CERT": Key(_path, "", "PEM certificate chain for TLS_MODE=provided"),
-    "TLS_KEY": Key(_path, "", "PEM private key for TLS_MODE=provided"),
+    "TLS_MODE": Key(
+        _tls_mode, "self-signed", "self-signed, files or acme: where the cert comes from"
+    ),
+    "TLS_CERT": Key(_path, "", "PEM certificate chain for TLS_MODE=files"),
+    "TLS_KEY": Key(_path, "", "PEM private key for TLS_MODE=files"),
+    "ACME_DIRECTORY_URL": Key(_text, LETSENCRYPT, "TLS_MODE=acme: the ACME server's directory"),
+    "ACME_EMAIL": Key(_text, "", "TLS_MODE=acme: the contact for expiry notices"),
+    "ACME_CA_BUNDLE": Key(_path, "", "TLS_MODE=acme: CA of a test ACME server's HTTPS"),
     # Who may log in
-    "AUTHENTICATOR": Key(_choice("dummy", "native"), "native", "how students log in"),
+    "AUTHENTICATOR": Key(
+        _choice(*AUTHENTICATORS), "native", "how students log in: " + ", ".join(AUTHENTICATORS)
+    ),
     "DUMMY_PASSWORD": Key(_text, "", "the shared password of AUTHENTICATOR=dummy (sandbox)"),
     "ALLOWED_USERS": Key(_names, "", "who may log in, comma-separated; empty: anyone"),
+    "ALLOWED_USERS_FILE": Key(_path, "", "more allowed users: a file, one name per line"),
     "ADMIN_USERS": Key(_names, "", "hub admins, comma-separated"),
+    "ADMIN_USERS_FILE": Key(_path, "", "more hub admins: a file, one name per line"),
+    # OAuth logins (AUTHENTICATOR=github, google or oidc)
+    "OAUTH_CLIENT_ID": Key(_text, "", "the OAuth client (application) id"),
+    "OAUTH_CLIENT_SECRET_FILE": Key(_path, "", "a file holding the OAuth client secret"),
+    "OAUTH_CALLBACK_URL": Key(_text, "", "empty: https://DOMAIN/hub/oauth_callback"),
+    "GOOGLE_HOSTED_DOMAIN": Key(_text, "", "AUTHENTICATOR=google: only accounts of this domain"),
+    "OIDC_AUTHORIZE_URL": Key(_text, "", "AUTHENTICATOR=oidc: the authorization endpoint"),
+    "OIDC_TOKEN_URL": Key(_text, "", "AUTHENTICATOR=oidc: the token endpoint"),
+    "OIDC_USERDATA_URL": Key(_text, "", "AUTHENTICATOR=oidc: the userinfo endpoint"),
+    "OIDC_USERNAME_CLAIM": Key(_text, "preferred_username", "AUTHENTICATOR=oidc: the user name"),
+    "OIDC_SCOPES": Key(
+        _text, "openid,profile,email", "AUTHENTICATOR=oidc: scopes, comma-separated"
+    ),
+    "OIDC_LOGIN_SERVICE": Key(_text, "your institution", "AUTHENTICATOR=oidc: 'Sign in with …'"),
     # Users' servers
     "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
     "USER_MEM_GUARANTEE": Key(
@@ -256,6 +297,13 @@ SCHEMA: dict[str, Key] = {
     "HUB_ADDRESS": Key(_optional_address, "", "the hub's address for the swarm; empty: probe"),
     "HUB_DIR": Key(_absolute_dir, "/srv/swarmhub", "the hub stack's directory on the hub"),
     "SWARM_NETWORK": Key(_name, "swarmhub", "the overlay network of hub and user servers"),
+    # The firewall (firewall.configure)
+    "FIREWALL_BLOCKED_FROM_USERS": Key(
+        _networks, "169.254.169.254/32", "networks users' containers may not reach (metadata)"
+    ),
+    "FIREWALL_CLUSTER_TCP_PORTS": Key(
+        _ports, "", "more TCP ports open between the hosts (9418: the sandbox's git server)"
+    ),
     # Log shipping and alerts (the swarmhub-agent on every host; off when both are empty)
     "SYSLOG_URL": Key(_syslog_url, "", "remote syslog for every log: tls://, tcp:// or udp://"),
     "SYSLOG_CA_FILE": Key(_path, "", "PEM CA bundle to check the syslog server; empty: system"),
@@ -348,8 +396,11 @@ class Settings:
 def check_local_files(settings: Settings) -> None:
     """The files an env file names on this machine exist (before any host is touched)."""
     wanted = ["SSH_KEY", "SSH_CONFIG", "EXTRA_CA_BUNDLE", "SYSLOG_CA_FILE", "ALERT_CA_FILE"]
-    if settings.tls_mode == "provided":
+    if settings.tls_mode == "files":
         wanted += ["TLS_CERT", "TLS_KEY"]
+    if settings.tls_mode == "acme":
+        wanted += ["ACME_CA_BUNDLE"]
+    wanted += ["ALLOWED_USERS_FILE", "ADMIN_USERS_FILE", "OAUTH_CLIENT_SECRET_FILE"]
     for key in wanted:
         path = settings.values[key]
         if path is not None and not path.is_file():
@@ -411,10 +462,14 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
         except ValueError as error:
             raise SwarmhubError(f"{source}: {key}={text}: {error}") from None
     settings = Settings(source=source, values=values)
-    if settings.authenticator == "dummy" and not settings.dummy_password:
-        raise SwarmhubError(f"{source}: AUTHENTICATOR=dummy needs DUMMY_PASSWORD=...")
-    if settings.tls_mode == "provided" and not (settings.tls_cert and settings.tls_key):
-        raise SwarmhubError(f"{source}: TLS_MODE=provided needs TLS_CERT and TLS_KEY")
+    check_authenticator(settings)
+    if settings.tls_mode == "files" and not (settings.tls_cert and settings.tls_key):
+        raise SwarmhubError(f"{source}: TLS_MODE=files needs TLS_CERT and TLS_KEY")
+    if settings.tls_mode == "acme" and not settings.acme_directory_url.startswith("https://"):
+        raise SwarmhubError(
+            f"{source}: ACME_DIRECTORY_URL={settings.acme_directory_url} must be an https:// "
+            "address (empty: Let's Encrypt)"
+        )
     for host, roles in settings.hosts.items():
         if len(roles) > 1 and frozenset(roles) not in SHAREABLE_ROLES:
             raise SwarmhubError(
@@ -441,6 +496,66 @@ def _check_storage_paths(settings: Settings, source: Path) -> None:
             raise SwarmhubError(
                 f"{source}: BACKUP_DIR={backups} overlaps {name} ({other}): keep backups apart"
             )
+
+
+def is_sandbox(settings: Settings) -> bool:
+    """An env of the sandbox has no public DOMAIN and names an SSH_CONFIG (the one that
+    sandbox.up writes); a real deployment has a DOMAIN, or reaches its hosts through
+    ~/.ssh/config."""
+    return not settings.domain and settings.ssh_config is not None
+
+
+def check_authenticator(settings: Settings) -> None:
+    """The login settings hang together; the shared-password login only on the sandbox."""
+    source, kind = settings.source, settings.authenticator
+    if kind == "dummy":
+        if not is_sandbox(settings):
+            why = (
+                f"DOMAIN={settings.domain} is a real name"
+                if settings.domain
+                else "no SSH_CONFIG: a sandbox's env names the ssh_config sandbox.up writes"
+            )
+            raise SwarmhubError(
+                f"{source}: AUTHENTICATOR=dummy (one shared password for everyone) is for the "
+                f"sandbox only, and this env is not one ({why}): set AUTHENTICATOR to native, "
+                "github, google or oidc"
+            )
+        if not settings.dummy_password:
+            raise SwarmhubError(f"{source}: AUTHENTICATOR=dummy needs DUMMY_PASSWORD=...")
+        return
+    if kind not in OAUTH_AUTHENTICATORS:
+        return
+    needed = ["OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET_FILE"]
+    if kind == "oidc":
+        needed += ["OIDC_AUTHORIZE_URL", "OIDC_TOKEN_URL", "OIDC_USERDATA_URL"]
+    missing = [key for key in needed if not settings.values[key]]
+    if missing:
+        raise SwarmhubError(
+            f"{source}: AUTHENTICATOR={kind} needs {', '.join(missing)}: "
+            "see env/example.env (Who may log in)"
+        )
+    for key in ("OAUTH_CALLBACK_URL", "OIDC_AUTHORIZE_URL", "OIDC_TOKEN_URL", "OIDC_USERDATA_URL"):
+        value = settings.values[key]
+        if value and not value.startswith("https://"):
+            raise SwarmhubError(f"{source}: {key}={value} must be an https:// address")
+    anyone = not (settings.allowed_users or settings.allowed_users_file)
+    if anyone and not (kind == "google" and settings.google_hosted_domain):
+        limit = "GOOGLE_HOSTED_DOMAIN, " if kind == "google" else ""
+        raise SwarmhubError(
+            f"{source}: AUTHENTICATOR={kind} with no allowed users lets anyone with an account "
+            f"there in: set {limit}ALLOWED_USERS or ALLOWED_USERS_FILE"
+        )
+
+
+def names_in_file(path: Path | None) -> tuple[str, ...]:
+    """User names from a file on this machine, one a line ('#' starts a comment)."""
+    if path is None:
+        return ()
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    try:
+        return _names(",".join(line for line in lines if line))
+    except ValueError as error:
+        raise SwarmhubError(f"{path}: {error}: one user name a line") from None
 
 
 def load(name: str | None = None) -> Settings:

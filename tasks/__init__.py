@@ -1,7 +1,8 @@
 """swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
 
-The modules mirror the deployment doc: provision → docker → swarm → homes → images → hub →
-backup → proxy, and cluster.all runs them in order. The sandbox rehearses it all on this machine.
+The modules mirror the deployment doc: provision → docker → swarm → firewall → homes →
+images → hub → backup → proxy → monitor, and cluster.all runs them in order. The sandbox
+rehearses it all on this machine.
 """
 
 from invoke import Collection
@@ -10,7 +11,9 @@ from tasks import (
     backup,
     cluster,
     docker,
+    firewall,
     homes,
+    hosts,
     hub,
     images,
     interact,
@@ -18,6 +21,7 @@ from tasks import (
     nodes,
     proxy,
     sandbox,
+    secrets,
     swarm,
 )
 from tasks.observe import diagnose, health, logs, status
@@ -31,9 +35,11 @@ ns.add_task(plan)
 ns.add_task(walkthrough)
 for observer in (status, logs, health, diagnose):
     ns.add_task(observer)
-for module in (
+modules = (
+    hosts,
     docker,
     swarm,
+    firewall,
     homes,
     images,
     hub,
@@ -43,6 +49,8 @@ for module in (
     cluster,
     nodes,
     interact,
+    secrets,
     sandbox,
-):
+)
+for module in modules:
     ns.add_collection(Collection.from_module(module))

@@ -6,6 +6,7 @@ from swarmhub import settings as env_settings
 from swarmhub.steps import (
     backup,
     docker_engine,
+    firewall,
     homes,
     hub,
     images,
@@ -21,6 +22,8 @@ STEPS = [
     docker_engine.STEP,
     swarm.MANAGE,
     swarm.JOIN,
+    # After Docker and the swarm, so that Docker's own rules exist; before anything listens.
+    firewall.STEP,
     homes.STORAGE,
     homes.MOUNT,
     images.BUILD,
@@ -35,7 +38,8 @@ STEPS = [
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, homes, images, hub, backup, proxy, monitor."""
+    """Run every step: provision, docker, swarm, firewall, homes, images, hub, backup, proxy,
+    monitor; then print the URL."""
     run(c, STEPS, plan)
     if not plan:
         print(login_hint(env_settings.load()))

@@ -11,14 +11,15 @@ from tasks._common import PLAN_HELP
 
 @task(positional=["host"], help=PLAN_HELP)
 def add(c, host, plan=False):
-    """Make a node listed in NODE_HOSTS ready: provision, Docker, join, images; nothing else."""
+    """Make a node listed in NODE_HOSTS ready: provision, Docker, join, homes, images; the
+    other hosts only open their firewalls to it."""
     settings = env_settings.load()
     if host not in settings.node_hosts:
         raise SwarmhubError(
             f"{host} is not in NODE_HOSTS of {settings.source.name}: add it there first "
             "(the env file is the source of truth)"
         )
-    run_steps(c, settings, nodes.ADD_STEPS, plan=plan, only=host)
+    run_steps(c, settings, nodes.ADD_STEPS, plan=plan, only=host, everywhere=nodes.ADD_EVERYWHERE)
 
 
 @task(positional=["host"], help={"evict": "also move the servers running there to other nodes"})

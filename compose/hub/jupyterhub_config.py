@@ -83,17 +83,35 @@ def make_home(spawner):
 c.Spawner.pre_spawn_hook = make_home
 c.SwarmSpawner.volumes = {HOMES_DIR + "/{username}": "/home/jovyan"}  # {username}: escaped
 
-# Who may log in.
-if env["AUTHENTICATOR"] == "dummy":
+# Who may log in (AUTHENTICATOR in the env file; OAuth secrets in secrets/auth.env).
+OAUTH_CLASSES = {"github": "github", "google": "google", "oidc": "generic-oauth"}
+authenticator = env["AUTHENTICATOR"]
+if authenticator == "dummy":  # the sandbox only: the runbook refuses it elsewhere
     c.JupyterHub.authenticator_class = "dummy"
     c.DummyAuthenticator.password = env["DUMMY_PASSWORD"]
-else:
+elif authenticator == "native":
     c.JupyterHub.authenticator_class = "native"
     c.NativeAuthenticator.open_signup = False
+else:
+    c.JupyterHub.authenticator_class = OAUTH_CLASSES[authenticator]
+    c.OAuthenticator.client_id = env["OAUTH_CLIENT_ID"]
+    c.OAuthenticator.client_secret = env["OAUTH_CLIENT_SECRET"]
+    c.OAuthenticator.oauth_callback_url = env["OAUTH_CALLBACK_URL"]
+    if env.get("GOOGLE_HOSTED_DOMAIN"):
+        c.GoogleOAuthenticator.hosted_domain = [env["GOOGLE_HOSTED_DOMAIN"]]
+    if authenticator == "oidc":
+        c.GenericOAuthenticator.authorize_url = env["OIDC_AUTHORIZE_URL"]
+        c.GenericOAuthenticator.token_url = env["OIDC_TOKEN_URL"]
+        c.GenericOAuthenticator.userdata_url = env["OIDC_USERDATA_URL"]
+        c.GenericOAuthenticator.username_claim = env["OIDC_USERNAME_CLAIM"]
+        c.GenericOAuthenticator.scope = sorted(listed("OIDC_SCOPES"))
+        c.GenericOAuthenticator.login_service = env["OIDC_LOGIN_SERVICE"]
 allowed = listed("ALLOWED_USERS")
 if allowed:
     c.Authenticator.allowed_users = allowed
 else:
+    # dummy, native (admins create the accounts), or google within GOOGLE_HOSTED_DOMAIN:
+    # the runbook refuses an OAuth login open to everyone.
     c.Authenticator.allow_all = True
 c.Authenticator.admin_users = listed("ADMIN_USERS")
 

@@ -10,7 +10,7 @@ import shlex
 
 from swarmhub.settings import Settings
 from swarmhub.steps.hub import CONTAINERS
-from swarmhub.steps.proxy import CERT_PATH
+from swarmhub.steps.proxy import served_cert_path
 
 SECTION_MARK = "@@swarmhub "
 REGISTRY_UNIT = "docker-registry"
@@ -120,7 +120,7 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
         sections["users"] = users_command(settings)
     if "proxy" in roles:
         sections["nginx"] = "systemctl is-active nginx"
-        sections["cert"] = f"openssl x509 -noout -enddate -in {CERT_PATH}"
+        sections["cert"] = f"openssl x509 -noout -enddate -in {served_cert_path(settings)}"
     return sections
 
 

@@ -66,7 +66,7 @@ def tls_context(settings: Settings, proxy_cert: str | None) -> ssl.SSLContext:
     """How the proxy's certificate is checked — always checked, never skipped.
 
     TLS_MODE=self-signed: against the certificate itself, read from the proxy over SSH (whose
-    host key is checked), so the check still proves we talk to our nginx. TLS_MODE=provided:
+    host key is checked), so the check still proves we talk to our nginx. TLS_MODE=files or acme:
     against the system's CAs, plus EXTRA_CA_BUNDLE (a campus CA) when set, as a browser would.
     """
     if settings.tls_mode == "self-signed":

@@ -208,16 +208,20 @@ def run_steps(
     *,
     plan: bool = False,
     only: str | None = None,
+    everywhere: frozenset[str] = frozenset(),
 ) -> Session:
-    """Run ``steps`` in order on their hosts (or on ``only``), print the recap, and fail if any
-    host failed."""
+    """Run ``steps`` in order on their hosts (or on ``only``; the steps named in
+    ``everywhere`` still on all their hosts), print the recap, and fail if any host failed."""
     check_local_files(settings)
     session = Session(settings, plan=plan)
     try:
         if isinstance(context, fabric.Connection):
             only = only or context.original_host
         steps = steps_for_host(steps, settings, only)
-        targets = [(step, target_hosts(context, settings, step, only)) for step in steps]
+        targets = [
+            (step, target_hosts(context, settings, step, None if step.name in everywhere else only))
+            for step in steps
+        ]
         session.connect(name for _, names in targets for name in names)
         error: SwarmhubError | None = None
         for step, names in targets:

@@ -18,7 +18,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_secret
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.settings import OAUTH_AUTHENTICATORS, PROJECT_ROOT, Settings, names_in_file
 from swarmhub.steps.images import chp_ref, image_present, image_ref
 
 TEMPLATES = PROJECT_ROOT / "compose" / "hub"
@@ -45,9 +45,7 @@ def hub_settings_env(settings: Settings) -> str:
         "USER_MEM_LIMIT": settings.user_mem_limit,
         "USER_MEM_GUARANTEE": settings.user_mem_guarantee or settings.user_mem_limit,
         "USER_CPU_LIMIT": settings.user_cpu_limit,
-        "AUTHENTICATOR": settings.authenticator,
-        "ALLOWED_USERS": ",".join(settings.allowed_users),
-        "ADMIN_USERS": ",".join(settings.admin_users),
+        **login_settings(settings),
         # Users' homes: made by the hub before a spawn, mounted into each server. Where they
         # come from is here too, so that the hub restarts (and binds the new mount) when the
         # storage changes.
@@ -61,9 +59,40 @@ def hub_settings_env(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def login_settings(settings: Settings) -> dict[str, str]:
+    """The hub's login settings that are not secret; allowed users and admins are those of
+    the env file and of ALLOWED_USERS_FILE / ADMIN_USERS_FILE together."""
+    allowed = (*settings.allowed_users, *names_in_file(settings.allowed_users_file))
+    admins = (*settings.admin_users, *names_in_file(settings.admin_users_file))
+    values = {
+        "AUTHENTICATOR": settings.authenticator,
+        "ALLOWED_USERS": ",".join(dict.fromkeys(allowed)),
+        "ADMIN_USERS": ",".join(dict.fromkeys(admins)),
+    }
+    if settings.authenticator in OAUTH_AUTHENTICATORS:
+        values["OAUTH_CLIENT_ID"] = settings.oauth_client_id
+        values["OAUTH_CALLBACK_URL"] = (
+            settings.oauth_callback_url or f"https://{settings.domain_name}/hub/oauth_callback"
+        )
+    if settings.authenticator == "google":
+        values["GOOGLE_HOSTED_DOMAIN"] = settings.google_hosted_domain
+    if settings.authenticator == "oidc":
+        for key in ("AUTHORIZE_URL", "TOKEN_URL", "USERDATA_URL", "USERNAME_CLAIM", "SCOPES"):
+            values[f"OIDC_{key}"] = settings.values[f"OIDC_{key}"]
+        values["OIDC_LOGIN_SERVICE"] = settings.oidc_login_service
+    return values
+
+
 def auth_env(settings: Settings) -> str:
-    """secrets/auth.env: the login secrets that come from the env file (0600 on the hub)."""
-    return f"DUMMY_PASSWORD={settings.dummy_password}\n"
+    """secrets/auth.env: the login secrets that come from the env file or a file beside it
+    (0600 on the hub, uploaded over SFTP, never on a command line)."""
+    lines = []
+    if settings.authenticator == "dummy":
+        lines.append(f"DUMMY_PASSWORD={settings.dummy_password}")
+    if settings.authenticator in OAUTH_AUTHENTICATORS:
+        secret = settings.oauth_client_secret_file.read_text().strip()
+        lines.append(f"OAUTH_CLIENT_SECRET={secret}")
+    return "\n".join(lines) + "\n" if lines else "# no login secrets\n"
 
 
 def hub_config() -> str:

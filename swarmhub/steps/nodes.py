@@ -11,10 +11,19 @@ import shlex
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
-from swarmhub.steps import docker_engine, homes, images, provision, swarm
+from swarmhub.steps import docker_engine, firewall, homes, images, provision, swarm
 
 # Everything a new node needs, and nothing on any other host.
-ADD_STEPS = [provision.STEP, docker_engine.STEP, swarm.JOIN, homes.MOUNT, images.PULL]
+# The firewall runs on every host: the others must let the new node in (swarm, registry).
+ADD_STEPS = [
+    provision.STEP,
+    docker_engine.STEP,
+    firewall.STEP,
+    swarm.JOIN,
+    homes.MOUNT,
+    images.PULL,
+]
+ADD_EVERYWHERE = frozenset({firewall.STEP.name})
 
 # Swarm's availability: "pause" takes no new tasks and keeps the running ones; "drain" also
 # moves the running ones elsewhere (a student's server restarts on another node).

@@ -1,6 +1,6 @@
-"""proxy.configure: nginx on the public proxy host — TLS (self-signed for the sandbox, or a
-provided certificate), HTTP to HTTPS, websockets, forwarding to the hub; reloaded only when
-its configuration changed."""
+"""proxy.configure: nginx on the public proxy host — TLS (self-signed for the sandbox, a
+certificate from files, or ACME), HTTP to HTTPS, websockets, forwarding to the hub; reloaded
+(never restarted) only when its configuration changed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.steps import acme
 
 TLS_DIR = "/etc/swarmhub/tls"
 CERT_PATH = f"{TLS_DIR}/fullchain.pem"
@@ -23,7 +24,14 @@ DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 BODY_SIZE = "512m"
 
 
-def render_site(settings: Settings) -> str:
+def served_cert_path(settings: Settings) -> str:
+    """The certificate nginx serves: the ACME lineage's in acme mode, else CERT_PATH."""
+    return f"{acme.LIVE_DIR}/fullchain.pem" if settings.tls_mode == "acme" else CERT_PATH
+
+
+def render_site(settings: Settings, use_acme: bool = False) -> str:
+    """The nginx site; ``use_acme``: serve the ACME certificate (once it exists; until then
+    the self-signed one, so that nginx can answer the ACME server's challenge on port 80)."""
     environment = Environment(
         loader=FileSystemLoader(str(PROJECT_ROOT / "compose" / "proxy")),
         undefined=StrictUndefined,
@@ -32,8 +40,9 @@ def render_site(settings: Settings) -> str:
     return environment.get_template("nginx-site.conf.j2").render(
         hub_host=settings.hub_host,
         domain=settings.domain_name,
-        cert_path=CERT_PATH,
-        key_path=KEY_PATH,
+        cert_path=f"{acme.LIVE_DIR}/fullchain.pem" if use_acme else CERT_PATH,
+        key_path=f"{acme.LIVE_DIR}/privkey.pem" if use_acme else KEY_PATH,
+        acme_webroot=acme.WEBROOT,
         body_size=BODY_SIZE,
     )
 
@@ -51,7 +60,7 @@ def self_signed_command(domain: str, address: str) -> str:
 
 def ensure_certificate(session: Session, proxy: Host) -> bool:
     settings = session.settings
-    if settings.tls_mode == "provided":
+    if settings.tls_mode == "files":
         changed = ensure_file(
             proxy, CERT_PATH, settings.tls_cert.read_text(), describe="TLS certificate"
         )
@@ -67,11 +76,10 @@ def ensure_certificate(session: Session, proxy: Host) -> bool:
     )
 
 
-def apply(session: Session, proxy: Host) -> None:
-    settings = session.settings
-    ensure_packages(proxy, ["nginx"], "the public proxy")
-    changed = ensure_certificate(session, proxy)
-    changed |= ensure_file(proxy, SITE_PATH, render_site(settings), describe="nginx site")
+def configure_nginx(proxy: Host, settings: Settings, use_acme: bool) -> bool:
+    """The site written and enabled, nginx running; reloaded when anything changed."""
+    site = render_site(settings, use_acme)
+    changed = ensure_file(proxy, SITE_PATH, site, describe="nginx site")
     if proxy.probe(f"test -e {DEFAULT_SITE}").ok:
         changed |= proxy.change("disabled nginx's default site", f"rm -f {DEFAULT_SITE}")
     if proxy.probe(f'test "$(readlink {SITE_LINK})" = {SITE_PATH}').ok:
@@ -80,12 +88,30 @@ def apply(session: Session, proxy: Host) -> None:
         changed |= proxy.change("enabled the nginx site", f"ln -sfn {SITE_PATH} {SITE_LINK}")
     started = ensure_service_running(proxy, "nginx")
     if proxy.plan:
-        return
+        return changed
     test = proxy.probe("nginx -t 2>&1")
     if not test.ok:
         raise SwarmhubError(f"{proxy.name}: nginx refuses the configuration: {test.stdout.strip()}")
     if changed and not started:
         proxy.change("reloaded nginx", "systemctl reload nginx")
+    return changed
+
+
+def apply(session: Session, proxy: Host) -> None:
+    settings = session.settings
+    ensure_packages(proxy, ["nginx"], "the public proxy")
+    # In acme mode the self-signed certificate is the bootstrap one, until the first issue.
+    cert_changed = ensure_certificate(session, proxy)
+    acme_mode = settings.tls_mode == "acme"
+    issued = acme_mode and proxy.probe(f"test -s {acme.LIVE_DIR}/fullchain.pem").ok
+    site_changed = configure_nginx(proxy, settings, issued)  # reloads nginx when changed
+    if cert_changed and not site_changed and not proxy.plan:
+        proxy.change("reloaded nginx (new certificate)", "systemctl reload nginx")
+    if not acme_mode:
+        acme.ensure_no_acme_certificate(proxy)
+        return
+    if acme.ensure_acme_certificate(session, proxy) and not issued and not proxy.plan:
+        configure_nginx(proxy, settings, True)
 
 
 STEP = Step(

@@ -11,7 +11,7 @@ from swarmhub.runbook.session import Session, Step
 
 SWARM_STATE = "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"
 # Interfaces that are not the host's own network: Docker's bridges and veths.
-_NOT_HOST_INTERFACES = ("docker", "br-", "veth", "lo")
+NOT_HOST_INTERFACES = ("docker", "br-", "veth", "lo")
 
 
 def swarm_state(host: Host) -> tuple[str, bool]:
@@ -22,13 +22,20 @@ def swarm_state(host: Host) -> tuple[str, bool]:
     return (words[0], words[1] == "true")
 
 
-def pick_address(ip_addr_output: str) -> str | None:
-    """The first global IPv4 address of a host interface in ``ip -4 -o addr show`` output."""
+def host_addresses(ip_addr_output: str) -> list[str]:
+    """Every global IPv4 address of a host's own interfaces in ``ip -4 -o addr show`` output."""
+    found = []
     for line in ip_addr_output.splitlines():
         words = line.split()
-        if len(words) >= 4 and not words[1].startswith(_NOT_HOST_INTERFACES):
-            return words[3].split("/")[0]
-    return None
+        if len(words) >= 4 and not words[1].startswith(NOT_HOST_INTERFACES):
+            found.append(words[3].split("/")[0])
+    return found
+
+
+def pick_address(ip_addr_output: str) -> str | None:
+    """The first global IPv4 address of a host interface in ``ip -4 -o addr show`` output."""
+    found = host_addresses(ip_addr_output)
+    return found[0] if found else None
 
 
 def hub_address(session: Session, hub: Host) -> str:

@@ -15,8 +15,7 @@ ENV = """\
 HUB_HOST=hub
 NODE_HOSTS=node-1,node-2
 PROXY_HOST=proxy
-AUTHENTICATOR=dummy
-DUMMY_PASSWORD=pw
+AUTHENTICATOR=native
 """
 
 

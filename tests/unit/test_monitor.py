@@ -18,7 +18,7 @@ from swarmhub.observe import commands, parse, report, sources
 from swarmhub.steps import monitor
 
 NOW = datetime(2026, 11, 26, 1, 0, 0, tzinfo=UTC)
-BASE = "HUB_HOST=h\nNODE_HOSTS=n1,n2\nPROXY_HOST=p\nAUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\n"
+BASE = "HUB_HOST=h\nNODE_HOSTS=n1,n2\nPROXY_HOST=p\nAUTHENTICATOR=native\n"
 
 
 def load(tmp_path: Path, extra: str = "") -> settings.Settings:

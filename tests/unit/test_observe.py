@@ -30,7 +30,7 @@ def env(tmp_path: Path) -> settings.Settings:
     path = tmp_path / "s.env"
     path.write_text(
         "HUB_HOST=sam-hub\nNODE_HOSTS=sam-node-1,sam-node-2\nPROXY_HOST=sam-proxy\n"
-        "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=sandbox\n"
+        "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=sandbox\nSSH_CONFIG=.sandbox/ssh_config\n"
     )
     return settings.load(str(path))
 

@@ -17,8 +17,7 @@ HUB_HOST=hub
 NODE_HOSTS=node-1,node-2
 PROXY_HOST=proxy
 DOMAIN=jupyter.example.edu
-AUTHENTICATOR=dummy
-DUMMY_PASSWORD=pw
+AUTHENTICATOR=native
 ALLOWED_USERS=alice,bob
 ADMIN_USERS=alice
 USER_MEM_LIMIT=2G
@@ -124,7 +123,6 @@ def test_hub_settings_carry_limits_users_and_the_user_image(env) -> None:
     assert "USER_MEM_LIMIT=2G" in text and "USER_CPU_LIMIT=1.0" in text
     assert "ALLOWED_USERS=alice,bob" in text and "ADMIN_USERS=alice" in text
     assert "USER_IMAGE=hub:5000/swarmhub/user:" in text
-    assert "pw" not in text  # the password goes to secrets/auth.env only
 
 
 def test_compose_restarts_the_hub_when_its_settings_change(env, tmp_path: Path) -> None:
