@@ -42,6 +42,7 @@ def remove(c, host, force=False):
     run_steps(c, settings, [nodes.remove_step(host, force)])
     if host in settings.node_hosts:
         print(
-            f"note: {host} is still in NODE_HOSTS of {settings.source.name}: take it out, or "
-            "cluster.all will join it again"
+            f"note: {host} is still in NODE_HOSTS of {settings.source.name}: take it out (or "
+            "cluster.all will join it again), then run invoke firewall.configure to close the "
+            "other hosts' firewalls to it"
         )
