@@ -71,6 +71,14 @@ def ensure_file(
     return host.changed(f"wrote {label}")
 
 
+def ensure_unit_file(host: Host, path: str, content: str, describe: str) -> bool:
+    """A systemd unit file holds ``content``; systemd re-reads its units when it changed."""
+    changed = ensure_file(host, path, content, describe=describe)
+    if changed and not host.plan:
+        host.run("systemctl daemon-reload")
+    return changed
+
+
 def ensure_directory(host: Host, path: str, mode: str = "0755", owner: str = "root") -> bool:
     stat = host.probe(f"stat -c '%a %U' {shlex.quote(path)} 2>/dev/null").stdout.split()
     if stat == [mode.lstrip("0"), owner]:

@@ -20,9 +20,9 @@ from pathlib import Path
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.ensure import (
     ensure_directory,
-    ensure_file,
     ensure_packages,
     ensure_service_running,
+    ensure_unit_file,
 )
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
@@ -141,9 +141,7 @@ def ensure_git_daemon(host: Host) -> None:
     else:
         host.change(f"created the system user {GIT_USER}", create_user_command())
     ensure_directory(host, GIT_ROOT, "0755", GIT_USER)
-    unit_changed = ensure_file(host, UNIT_PATH, UNIT, describe=UNIT_NAME)
-    if unit_changed:
-        host.run("systemctl daemon-reload")
+    unit_changed = ensure_unit_file(host, UNIT_PATH, UNIT, describe=UNIT_NAME)
     started = ensure_service_running(host, UNIT_NAME)
     if unit_changed and not started:
         host.change(f"restarted {UNIT_NAME}", f"systemctl restart {UNIT_NAME}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from swarmhub.runbook.ensure import ensure_file, ensure_service_running
+from swarmhub.runbook.ensure import ensure_file, ensure_service_running, ensure_unit_file
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import Settings
@@ -104,9 +104,7 @@ def apply(session: Session, host: Host) -> None:
     ):
         if source is not None:
             changed |= ensure_file(host, path, source.read_text(), describe=what)
-    unit_changed = ensure_file(host, UNIT_PATH, render_unit(), describe=UNIT)
-    if unit_changed and not host.plan:
-        host.run("systemctl daemon-reload")
+    unit_changed = ensure_unit_file(host, UNIT_PATH, render_unit(), describe=UNIT)
     started = ensure_service_running(host, UNIT)
     if (changed or unit_changed) and not started:
         host.change(
