@@ -88,13 +88,19 @@ def user_tasks_command() -> str:
 OOM_EVENTS_SINCE = "24h"
 
 
-def oom_events_command(service: str | None = None, since: str = OOM_EVENTS_SINCE) -> str:
-    """This engine's recent OOM kills: ``UNIX-TIME SERVICE`` per line (a user's server)."""
+OOM_EVENT_FORMAT = f'{{{{.Time}}}} {{{{index .Actor.Attributes "{SERVICE_LABEL}"}}}}'
+
+
+def oom_events_command(
+    service: str | None = None, *, follow: bool = False, fmt: str = OOM_EVENT_FORMAT
+) -> str:
+    """This engine's OOM kills of the last day, one line each in ``fmt`` (by default
+    ``UNIX-TIME SERVICE``), of one user's ``service`` or of all; ``follow``: those to come too."""
     label = f" --filter label={SERVICE_LABEL}={service}" if service else ""
+    until = "" if follow else ' --until "$(date +%s)"'
     return (
-        f'docker events --since {since} --until "$(date +%s)" --filter type=container '
-        f"--filter event=oom{label} --format "
-        f"'{{{{.Time}}}} {{{{index .Actor.Attributes \"{SERVICE_LABEL}\"}}}}'"
+        f"docker events --since {OOM_EVENTS_SINCE}{until} --filter type=container "
+        f"--filter event=oom{label} --format '{fmt}'"
     )
 
 

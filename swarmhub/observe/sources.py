@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.observe.commands import OOM_EVENTS_SINCE, REGISTRY_UNIT, SERVICE_LABEL, user_service
+from swarmhub.observe.commands import REGISTRY_UNIT, oom_events_command, user_service
 from swarmhub.settings import Settings
 
 AGENT_UNIT = "swarmhub-agent"
@@ -106,11 +106,7 @@ def oom_logs(node: str, user: str, memory_limit: str, follow: bool) -> LogSource
     that name the cause (the server's own log only shows a kernel restarting); followed, the
     kills still to come too."""
     service = user_service(user)
-    until = "" if follow else ' --until "$(date +%s)"'
-    events = (
-        f"docker events --since {OOM_EVENTS_SINCE}{until} --filter type=container "
-        f"--filter event=oom --filter label={SERVICE_LABEL}={service} --format '{{{{.Time}}}}'"
-    )
+    events = oom_events_command(service, follow=follow, fmt="{{.Time}}")
     message = (
         f"OOM kill in {service} ({user}'s server): a process, usually the notebook's kernel, "
         f"went over the memory limit of {memory_limit} and the kernel killed it; "
