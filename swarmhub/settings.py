@@ -89,6 +89,10 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _optional_positive_int(value: str) -> int | None:
+    return _positive_int(value) if value.strip() else None
+
+
 def _path(value: str) -> Path | None:
     value = value.strip()
     if not value:
@@ -283,6 +287,9 @@ SCHEMA: dict[str, Key] = {
         _optional_memory, "", "memory a node must have free for a server; empty: the limit"
     ),
     "USER_CPU_LIMIT": Key(_cpus, "1.0", "CPU limit of each user's server"),
+    "SPAWN_CONCURRENCY": Key(
+        _optional_positive_int, "", "servers starting at once (others wait); empty: 2 a node"
+    ),
     "CULL_TIMEOUT": Key(_positive_int, "3600", "seconds of inactivity before a server stops"),
     "CULL_EVERY": Key(_positive_int, "300", "seconds between the culler's checks"),
     # Images

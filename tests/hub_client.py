@@ -37,6 +37,7 @@ class Student:
         self.http = requests.Session()
         self.http.trust_env = False  # no proxy, no CA bundle from the environment
         self.http.verify = self.ca_file or False
+        self.progress_messages: list[str] = []  # of the last spawn
 
     def _xsrf(self, path: str = "/hub/") -> str:
         for cookie in self.http.cookies:
@@ -82,7 +83,9 @@ class Student:
         raise AssertionError(f"the server of {self.name} was not ready in {timeout:.0f} s")
 
     def _wait_for_progress(self, timeout: float) -> None:
-        """Read the spawn's progress events until it is ready or failed (or the stream ends)."""
+        """Read the spawn's progress events until it is ready or failed (or the stream ends);
+        their messages go to ``progress_messages``."""
+        self.progress_messages.clear()
         headers = {"X-XSRFToken": self._xsrf("/hub/"), "Accept": "text/event-stream"}
         url = f"{self.base_url}/hub/api/users/{self.name}/server/progress"
         with self.http.get(url, headers=headers, stream=True, timeout=timeout) as stream:
@@ -92,6 +95,7 @@ class Student:
                 if not line or not line.startswith("data:"):
                     continue
                 event = json.loads(line.removeprefix("data:").strip())
+                self.progress_messages.append(event.get("message", ""))
                 if event.get("ready") or event.get("failed"):
                     return
 

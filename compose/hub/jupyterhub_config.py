@@ -25,16 +25,84 @@ c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
 
 
+class SpawnQueue:
+    """At most `limit` servers start at once; the others wait their turn in order of arrival.
+
+    In a login storm every start then gets the CPU it needs, so the first students are ready
+    in seconds instead of all of them at the end, and a waiting student sees their place in
+    line. A start holds its turn until its server answers HTTP."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.starting = 0
+        self.waiting = []  # futures, first come first served
+
+    def ahead_of(self, ticket):
+        return self.waiting.index(ticket) if ticket in self.waiting else 0
+
+    async def take_turn(self, on_wait=None):
+        """Wait for a turn; on_wait(ticket) is called when the start has to queue."""
+        if self.starting < self.limit and not self.waiting:
+            self.starting += 1
+            return
+        ticket = asyncio.get_running_loop().create_future()
+        self.waiting.append(ticket)
+        if on_wait:
+            on_wait(ticket)
+        try:
+            await ticket
+        except asyncio.CancelledError:  # the hub gave up on this spawn (start_timeout)
+            if ticket in self.waiting:
+                self.waiting.remove(ticket)
+            elif ticket.done() and not ticket.cancelled():
+                self.end_turn()  # the turn was handed over just before: pass it on
+            raise
+
+    def end_turn(self):
+        """Hand the turn to the first one waiting, or free it."""
+        while self.waiting:
+            ticket = self.waiting.pop(0)
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        self.starting -= 1
+
+
+SPAWN_QUEUE = SpawnQueue(int(env["SPAWN_CONCURRENCY"]))
+
+
 class CourseSwarmSpawner(SwarmSpawner):
-    """SwarmSpawner that tells a student at once when no node has room for their server,
-    instead of letting the spawn hang until it times out."""
+    """SwarmSpawner that starts servers in turns (SpawnQueue), tells a student at once when no
+    node has room for their server instead of letting the spawn hang until it times out, and
+    sees a server ready within a second rather than with the back-off of up to 11 s that
+    SwarmSpawner and JupyterHub use when polling."""
+
+    queue_ticket = None
+    phase = "requested"
+
+    async def start(self):
+        self.phase = "requested"
+        await SPAWN_QUEUE.take_turn(on_wait=self._queued)
+        self.queue_ticket = None
+        try:
+            self.phase = "creating"
+            ip, port = await super().start()
+            self.phase = "booting"
+            await self.wait_for_http(f"http://{ip}:{port}{self.server.base_url}api")
+            return ip, port
+        finally:
+            SPAWN_QUEUE.end_turn()
+
+    def _queued(self, ticket):
+        self.queue_ticket = ticket
+        self.phase = "queued"
 
     async def start_object(self):
-        task = await self.get_task()
-        for _ in range(20):  # the scheduler decides within a second or two
+        """Wait for the service's task to run, checking every second."""
+        for _ in range(int(self.start_timeout)):
+            task = await self.get_task()
             status = (task or {}).get("Status", {})
-            if status.get("State") != "pending":
-                break
+            state = status.get("State", "").lower()
             if "insufficient resources" in status.get("Err", ""):
                 error = RuntimeError(f"cluster full: {status['Err']}")
                 error.jupyterhub_message = (
@@ -42,9 +110,50 @@ class CourseSwarmSpawner(SwarmSpawner):
                     "Please try again in a few minutes, or tell your course staff."
                 )
                 raise error
-            await asyncio.sleep(0.25)
-            task = await self.get_task()
-        return await super().start_object()
+            if state not in STARTING_STATES:
+                break
+            await asyncio.sleep(1)
+        return await super().start_object()  # running: returns at once; else its error
+
+    async def wait_for_http(self, url):
+        """Until the server answers (any HTTP status) or http_timeout passes; JupyterHub's
+        own check that follows then passes at once, or reports the failure."""
+        from tornado.httpclient import AsyncHTTPClient
+
+        client = AsyncHTTPClient(force_instance=True)  # not the hub's (its proxy calls)
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    await client.fetch(url, raise_error=False, request_timeout=3)
+                    return
+                except Exception:  # not listening yet, or its name not resolvable yet
+                    await asyncio.sleep(0.5)
+        finally:
+            client.close()
+
+    async def progress(self):
+        """What a student sees while waiting: their place in line, then the start."""
+        shown = None
+        while self.phase != "booting":
+            if self.phase == "queued" and self.queue_ticket is not None:
+                ahead = SPAWN_QUEUE.ahead_of(self.queue_ticket)
+                message = (
+                    f"Many students are starting at once: {ahead} ahead of you in line"
+                    if ahead
+                    else "You are next in line"
+                )
+                event = {"progress": 10, "message": message}
+            else:
+                event = {"progress": 30, "message": "Starting your server on a node"}
+            if event != shown:
+                yield event
+                shown = event
+            await asyncio.sleep(1)
+        yield {"progress": 80, "message": "Your server is booting"}
+
+
+STARTING_STATES = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 
 
 # Users' servers: one swarm service each, on the nodes only, with memory and CPU limits.
@@ -58,7 +167,10 @@ c.SwarmSpawner.mem_limit = env["USER_MEM_LIMIT"]
 c.SwarmSpawner.mem_guarantee = env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"]
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 c.SwarmSpawner.remove = True
-c.SwarmSpawner.start_timeout = 300
+c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
+# A spawn not done in 3 s shows the progress page (the place in line) instead of a
+# browser tab that seems to hang for JupyterHub's default 10 s.
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}
 c.SwarmSpawner.http_timeout = 300  # a login storm on small nodes is CPU-bound
 c.SwarmSpawner.debug = env.get("SPAWNER_DEBUG") == "1"
 

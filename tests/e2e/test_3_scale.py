@@ -4,13 +4,14 @@ hub redeploy keeps every running server answering."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.cli import run
 from tests.e2e.conftest import hub_container_ids, node_of, on_hub, recap, student
-from tests.hub_client import KernelDied
+from tests.hub_client import KernelDied, Student
 
 pytestmark = pytest.mark.e2e
 
@@ -132,6 +133,26 @@ def test_a_full_cluster_says_so_within_ten_seconds(cluster: Path, tmp_path: Path
         for one in students:
             one.stop_server()
         assert run("fab", "-H", "t-hub", "hub.deploy", env_file=cluster).returncode == 0
+
+
+def test_a_login_storm_waits_in_line_and_everyone_gets_a_server(cluster: Path) -> None:
+    # SPAWN_CONCURRENCY is empty in the test env: 2 a node, 4 servers start at once, and
+    # each takes seconds (USER_CPU_LIMIT=0.5): the last ones wait in line for a while.
+    students = [student(f"line-{index}") for index in range(10)]
+
+    def arrive(one: Student) -> None:
+        one.login()
+        one.start_server()
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(students)) as pool:
+            list(pool.map(arrive, students))
+        messages = [message for one in students for message in one.progress_messages]
+        assert any("ahead of you in line" in m or "next in line" in m for m in messages)
+        assert any("Your server is booting" in m for m in messages)
+    finally:
+        for one in students:
+            one.stop_server()
 
 
 def test_five_servers_keep_answering_through_a_hub_upgrade(cluster: Path, tmp_path: Path) -> None:

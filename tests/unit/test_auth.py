@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -11,10 +9,10 @@ import pytest
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.steps import hub
+from tests.unit.hub_config import Config, run_hub_config
 
 HOSTS = "HUB_HOST=hub\nNODE_HOSTS=node-1,node-2\nPROXY_HOST=proxy\n"
 SANDBOX = "SSH_CONFIG=.sandbox-x/ssh_config\n"
-CONFIG = Path(__file__).resolve().parents[2] / "compose" / "hub" / "jupyterhub_config.py"
 
 
 def load(tmp_path: Path, text: str) -> settings.Settings:
@@ -118,28 +116,9 @@ def test_the_client_secret_goes_to_the_secrets_only(tmp_path: Path) -> None:
     assert "OAUTH_CALLBACK_URL=https://hub.example.edu/hub/oauth_callback\n" in public
 
 
-class _Config(dict):
-    """Enough of traitlets' Config for jupyterhub_config.py: c.Section.key = value."""
-
-    def __getattr__(self, name: str) -> _Config:
-        return self.setdefault(name, _Config())
-
-    def __setattr__(self, name: str, value: object) -> None:
-        self[name] = value
-
-
-def render_hub_config(env_text: str, monkeypatch: pytest.MonkeyPatch) -> _Config:
+def render_hub_config(env_text: str, monkeypatch: pytest.MonkeyPatch) -> Config:
     """Run jupyterhub_config.py with the variables the hub's env files give it."""
-    for line in env_text.splitlines():
-        if "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            monkeypatch.setenv(key, value)
-    fake = types.ModuleType("dockerspawner")
-    fake.SwarmSpawner = type("SwarmSpawner", (), {})
-    monkeypatch.setitem(sys.modules, "dockerspawner", fake)
-    config = _Config()
-    exec(compile(CONFIG.read_text(), str(CONFIG), "exec"), {"get_config": lambda: config})
-    return config
+    return run_hub_config(env_text, monkeypatch)[0]
 
 
 def test_the_hub_config_for_oidc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,105 @@
+"""The hub's spawn queue (compose/hub/jupyterhub_config.py): servers start in turns, in order
+of arrival, and a spawn the hub gives up on never keeps a turn."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmhub import settings
+from swarmhub.steps import hub
+from tests.unit.hub_config import run_hub_config
+
+HUB_ENV = (
+    "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1G\nUSER_CPU_LIMIT=1\nHOMES_DIR=/h\n"
+    "HOME_UID=1000\nHOME_GID=100\nAUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\nCULLER_API_TOKEN=t\n"
+)
+
+
+@pytest.fixture
+def hub_config(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    return run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=2\n", monkeypatch)[1]
+
+
+def test_the_limit_comes_from_the_env(hub_config: dict[str, Any]) -> None:
+    assert hub_config["SPAWN_QUEUE"].limit == 2
+
+
+@pytest.mark.parametrize(("line", "expected"), [("", 6), ("SPAWN_CONCURRENCY=5\n", 5)])
+def test_two_starts_a_node_unless_the_env_says(tmp_path: Path, line: str, expected: int) -> None:
+    env_file = tmp_path / "course.env"
+    env_file.write_text("HUB_HOST=hub\nNODE_HOSTS=n1,n2,n3\nPROXY_HOST=proxy\n" + line)
+    hub_env = hub.hub_settings_env(settings.load(str(env_file)))
+    assert f"\nSPAWN_CONCURRENCY={expected}\n" in hub_env
+
+
+def test_starts_take_turns_in_order_of_arrival(hub_config: dict[str, Any]) -> None:
+    queue = hub_config["SpawnQueue"](2)
+    order: list[str] = []
+    places: dict[str, int] = {}
+
+    async def spawn(name: str, seconds: float) -> None:
+        tickets: list[asyncio.Future[None]] = []
+        await queue.take_turn(on_wait=tickets.append)
+        if tickets:
+            places[name] = -1  # queued: its place was shown while waiting
+        order.append(name)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            queue.end_turn()
+
+    async def storm() -> list[int]:
+        tasks = [asyncio.create_task(spawn(f"s{i}", 0.05)) for i in range(6)]
+        await asyncio.sleep(0.01)
+        ahead = [queue.ahead_of(ticket) for ticket in queue.waiting]
+        await asyncio.gather(*tasks)
+        return ahead
+
+    ahead = asyncio.run(storm())
+    assert order == [f"s{i}" for i in range(6)]
+    assert ahead == [0, 1, 2, 3]  # four waited, each seeing how many were ahead
+    assert set(places) == {"s2", "s3", "s4", "s5"}
+    assert queue.starting == 0 and not queue.waiting
+
+
+def test_a_spawn_given_up_while_waiting_leaves_the_line(hub_config: dict[str, Any]) -> None:
+    queue = hub_config["SpawnQueue"](1)
+
+    async def scenario() -> tuple[int, int]:
+        await queue.take_turn()
+        waiting = asyncio.create_task(queue.take_turn())
+        later = asyncio.create_task(queue.take_turn())
+        await asyncio.sleep(0)
+        waiting.cancel()  # the hub's start_timeout
+        await asyncio.sleep(0)
+        in_line = len(queue.waiting)
+        queue.end_turn()  # the first start ends: the turn goes to `later`
+        await asyncio.wait_for(later, 1)
+        queue.end_turn()
+        return in_line, queue.starting
+
+    in_line, starting = asyncio.run(scenario())
+    assert in_line == 1
+    assert starting == 0
+
+
+def test_a_turn_handed_to_a_cancelled_spawn_is_passed_on(hub_config: dict[str, Any]) -> None:
+    queue = hub_config["SpawnQueue"](1)
+
+    async def scenario() -> int:
+        await queue.take_turn()
+        handed = asyncio.create_task(queue.take_turn())
+        later = asyncio.create_task(queue.take_turn())
+        await asyncio.sleep(0)
+        queue.end_turn()  # hands the turn to `handed`…
+        handed.cancel()  # …which is cancelled before it runs again
+        await asyncio.gather(handed, return_exceptions=True)
+        await asyncio.wait_for(later, 1)  # the turn reached the next in line
+        queue.end_turn()
+        return queue.starting
+
+    assert asyncio.run(scenario()) == 0
