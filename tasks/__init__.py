@@ -1,6 +1,6 @@
 """swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
 
-The modules mirror the deployment doc: provision → docker → swarm → firewall → homes →
+The modules mirror the deployment doc: provision → docker → firewall → swarm → homes →
 images → hub → backup → proxy → monitor, and cluster.all runs them in order. The sandbox
 rehearses it all on this machine.
 """

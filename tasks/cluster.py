@@ -20,10 +20,11 @@ from tasks._common import PLAN_HELP, run
 STEPS = [
     provision.STEP,
     docker_engine.STEP,
+    # After Docker (the firewall checks its API is not on TCP), before anything listens, and
+    # before the swarm: a node new to NODE_HOSTS can join only once the others let it in.
+    firewall.STEP,
     swarm.MANAGE,
     swarm.JOIN,
-    # After Docker and the swarm, so that Docker's own rules exist; before anything listens.
-    firewall.STEP,
     homes.STORAGE,
     homes.MOUNT,
     images.BUILD,
@@ -38,7 +39,7 @@ STEPS = [
 
 @task(name="all", help=PLAN_HELP)
 def all_(c, plan=False):
-    """Run every step: provision, docker, swarm, firewall, homes, images, hub, backup, proxy,
+    """Run every step: provision, docker, firewall, swarm, homes, images, hub, backup, proxy,
     monitor; then print the URL."""
     run(c, STEPS, plan)
     if not plan:

@@ -37,6 +37,15 @@ class SpawnQueue:
         self.starting = 0
         self.waiting = []  # futures, first come first served
 
+    def set_limit(self, limit):
+        """A new limit (nodes came or went); a higher one lets the next in line start."""
+        self.limit = max(1, limit)
+        while self.waiting and self.starting < self.limit:
+            ticket = self.waiting.pop(0)
+            if not ticket.done():
+                self.starting += 1
+                ticket.set_result(None)
+
     def ahead_of(self, ticket):
         return self.waiting.index(ticket) if ticket in self.waiting else 0
 
@@ -68,7 +77,26 @@ class SpawnQueue:
         self.starting -= 1
 
 
-SPAWN_QUEUE = SpawnQueue(int(env["SPAWN_CONCURRENCY"]))
+# SPAWN_CONCURRENCY empty: 2 starts a node, following the nodes that take servers now
+# (nodes.add, nodes.drain and nodes.remove change it without a hub restart).
+SPAWN_CONCURRENCY = int(env.get("SPAWN_CONCURRENCY") or 0)
+SPAWN_QUEUE = SpawnQueue(SPAWN_CONCURRENCY or 2)
+NODES_CHECKED = {"at": float("-inf")}
+
+
+async def follow_nodes(spawner):
+    """Set the queue's limit to 2 a node taking servers, at most every 30 seconds."""
+    now = asyncio.get_running_loop().time()
+    if SPAWN_CONCURRENCY or now - NODES_CHECKED["at"] < 30:
+        return
+    NODES_CHECKED["at"] = now
+    nodes = await spawner.docker("nodes", filters={"role": "worker"})
+    taking = [
+        node
+        for node in nodes
+        if node["Spec"].get("Availability") == "active" and node["Status"].get("State") == "ready"
+    ]
+    SPAWN_QUEUE.set_limit(2 * len(taking))
 
 
 class CourseSwarmSpawner(SwarmSpawner):
@@ -82,6 +110,7 @@ class CourseSwarmSpawner(SwarmSpawner):
 
     async def start(self):
         self.phase = "requested"
+        await follow_nodes(self)
         await SPAWN_QUEUE.take_turn(on_wait=self._queued)
         self.queue_ticket = None
         try:

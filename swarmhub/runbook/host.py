@@ -16,6 +16,7 @@ from typing import Any
 from invoke.runners import Result
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.observe.mask import mask_line
 
 _print_lock = threading.Lock()
 
@@ -86,7 +87,10 @@ class Host:
         if check and result.failed:
             error = (result.stderr.strip() or result.stdout.strip()).splitlines()
             tail = error[-1] if error else f"exit {result.exited}"
-            raise SwarmhubError(f"{self.name}: `{_short(command)}` failed: {tail}")
+            # A command may carry a secret (a swarm join token): the error line never does.
+            raise SwarmhubError(
+                f"{self.name}: `{_short(mask_line(command))}` failed: {mask_line(tail)}"
+            )
         return result
 
     def probe(self, command: str, *, sudo: bool = True) -> Result:

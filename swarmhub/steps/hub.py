@@ -45,7 +45,10 @@ def hub_settings_env(settings: Settings) -> str:
         "USER_MEM_LIMIT": settings.user_mem_limit,
         "USER_MEM_GUARANTEE": settings.user_mem_guarantee or settings.user_mem_limit,
         "USER_CPU_LIMIT": settings.user_cpu_limit,
-        "SPAWN_CONCURRENCY": spawn_concurrency(settings),
+        # Empty: the hub starts 2 servers a node at once, following the swarm's nodes. A
+        # start is CPU-bound on its node (a CPU-second or two at USER_CPU_LIMIT) and the hub's
+        # share is small; on the 2-core sandbox, 2 a node gave the fastest login storm.
+        "SPAWN_CONCURRENCY": settings.spawn_concurrency or "",
         **login_settings(settings),
         # Users' homes: made by the hub before a spawn, mounted into each server. Where they
         # come from is here too, so that the hub restarts (and binds the new mount) when the
@@ -58,13 +61,6 @@ def hub_settings_env(settings: Settings) -> str:
     lines = ["# Written by swarmhub (hub.deploy) from the env file."]
     lines += [f"{key}={value}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
-
-
-def spawn_concurrency(settings: Settings) -> int:
-    """Servers starting at once: SPAWN_CONCURRENCY, or 2 a node. A start is CPU-bound on its
-    node (a CPU-second or two, at USER_CPU_LIMIT), and the hub's share is small: two a node
-    keep the nodes busy, and a login storm on the 2-core sandbox fastest (benchmarks/)."""
-    return settings.spawn_concurrency or 2 * len(settings.node_hosts)
 
 
 def login_settings(settings: Settings) -> dict[str, str]:

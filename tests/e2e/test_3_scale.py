@@ -85,6 +85,13 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
         # Out of NODE_HOSTS (the test's own env), the other hosts' firewalls close to it.
         closed = run("invoke", "firewall.configure", env_file=cluster)
         assert closed.returncode == 0, closed.stdout[-2000:] + closed.stderr
+        # Listed again, the node comes back with the whole runbook: cluster.all opens the
+        # others' firewalls to it before it joins the swarm.
+        again = run("invoke", "cluster.all", env_file=three, timeout=900)
+        assert again.returncode == 0, again.stdout[-2000:] + again.stderr
+        assert availability(cluster)["t-node-3"] == "Active"
+        assert run("invoke", "nodes.remove", "t-node-3", env_file=three).returncode == 0
+        assert run("invoke", "firewall.configure", env_file=cluster).returncode == 0
     finally:
         for node in ("t-node-1", "t-node-2"):
             run("invoke", "nodes.activate", node, env_file=cluster)

@@ -28,12 +28,61 @@ def test_the_limit_comes_from_the_env(hub_config: dict[str, Any]) -> None:
     assert hub_config["SPAWN_QUEUE"].limit == 2
 
 
-@pytest.mark.parametrize(("line", "expected"), [("", 6), ("SPAWN_CONCURRENCY=5\n", 5)])
-def test_two_starts_a_node_unless_the_env_says(tmp_path: Path, line: str, expected: int) -> None:
+@pytest.mark.parametrize(("line", "expected"), [("", ""), ("SPAWN_CONCURRENCY=5\n", "5")])
+def test_the_env_gives_the_hub_its_limit(tmp_path: Path, line: str, expected: str) -> None:
     env_file = tmp_path / "course.env"
     env_file.write_text("HUB_HOST=hub\nNODE_HOSTS=n1,n2,n3\nPROXY_HOST=proxy\n" + line)
     hub_env = hub.hub_settings_env(settings.load(str(env_file)))
     assert f"\nSPAWN_CONCURRENCY={expected}\n" in hub_env
+
+
+class FakeSpawner:
+    """What follow_nodes asks of a spawner: SwarmSpawner's docker(), here a swarm's nodes."""
+
+    def __init__(self, nodes: list[tuple[str, str]]) -> None:
+        self.nodes = [{"Spec": {"Availability": a}, "Status": {"State": s}} for a, s in nodes]
+        self.calls = 0
+
+    async def docker(self, method: str, **filters: object) -> list[dict]:
+        assert method == "nodes" and filters == {"filters": {"role": "worker"}}
+        self.calls += 1
+        return self.nodes
+
+
+def test_without_a_setting_two_starts_a_node_taking_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n", monkeypatch)[1]
+    swarm = FakeSpawner([("active", "ready"), ("active", "ready"), ("pause", "ready")])
+    swarm.nodes.append({"Spec": {"Availability": "active"}, "Status": {"State": "down"}})
+
+    async def twice() -> None:
+        await config["follow_nodes"](swarm)
+        await config["follow_nodes"](swarm)  # within 30 s: not asked again
+
+    asyncio.run(twice())
+    assert config["SPAWN_QUEUE"].limit == 4
+    assert swarm.calls == 1
+
+
+def test_a_higher_limit_lets_the_next_in_line_start(hub_config: dict[str, Any]) -> None:
+    queue = hub_config["SpawnQueue"](1)
+
+    async def scenario() -> tuple[bool, int]:
+        await queue.take_turn()
+        waiting = asyncio.create_task(queue.take_turn())
+        await asyncio.sleep(0)
+        queue.set_limit(2)  # a node joined
+        await asyncio.wait_for(waiting, 1)
+        return waiting.done(), queue.starting
+
+    assert asyncio.run(scenario()) == (True, 2)
+
+
+def test_a_set_limit_follows_the_env_not_the_nodes(hub_config: dict[str, Any]) -> None:
+    swarm = FakeSpawner([("active", "ready")] * 5)
+    asyncio.run(hub_config["follow_nodes"](swarm))
+    assert hub_config["SPAWN_QUEUE"].limit == 2 and swarm.calls == 0
 
 
 def test_starts_take_turns_in_order_of_arrival(hub_config: dict[str, Any]) -> None:

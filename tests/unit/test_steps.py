@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import fabric
 import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import steps_for_host, target_hosts
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
 
@@ -169,3 +171,21 @@ def test_fab_host_runs_its_part_of_a_task_of_several_roles(env) -> None:
     # No step concerns the proxy: the first one stays, and target_hosts refuses it.
     assert steps_for_host(distribute, env, "proxy") == [images.SERVE]
     assert steps_for_host([hub.STEP], env, "proxy") == [hub.STEP]
+
+
+def test_a_failed_command_never_shows_the_secret_it_carried() -> None:
+    token = "SWMTKN-1-2m74rk5pyywo1iohx8e0dhra8oivp6hzc8x8zmmpm0ll9krtao-6pcy5jdzx56v1tepaq"
+
+    class Refusing:
+        def run(self, command: str, **_: object) -> SimpleNamespace:
+            assert token in command  # the host gets the token ...
+            error = f"Error response from daemon: join {token} timed out"
+            return SimpleNamespace(stdout="", stderr=error, failed=True, exited=1)
+
+    node = Host("node-3", ("node",), Refusing())
+    with pytest.raises(SwarmhubError) as caught:
+        node.run(f"docker swarm join --token {token} 10.0.0.10:2377")
+    message = str(caught.value)  # ... the error line does not
+    assert token[:12] not in message
+    assert "docker swarm join --token *** 10.0.0.10:2377" in message
+    assert message.endswith("join *** timed out")
