@@ -49,6 +49,20 @@ def file_digest(host: Host, path: str) -> str | None:
     return result.stdout.split()[0] if result.ok and result.stdout.strip() else None
 
 
+def file_state_command(path: str) -> str:
+    """One round trip for a file's mode, owner and SHA-256 (nothing when it is missing)."""
+    quoted = shlex.quote(path)
+    return f"stat -c '%a %U' {quoted} 2>/dev/null && sha256sum {quoted} 2>/dev/null"
+
+
+def parse_file_state(output: str) -> tuple[list[str], str | None]:
+    """([mode, owner], digest) from file_state_command's output; ([], None) when missing."""
+    lines = output.splitlines()
+    meta = lines[0].split() if lines else []
+    digest = lines[1].split()[0] if len(lines) > 1 and lines[1].strip() else None
+    return meta, digest
+
+
 def ensure_file(
     host: Host,
     path: str,
@@ -60,9 +74,9 @@ def ensure_file(
 ) -> bool:
     """``path`` holds ``content`` with ``mode`` and ``owner``; written only when it differs."""
     label = describe or path
-    stat = host.probe(f"stat -c '%a %U' {shlex.quote(path)} 2>/dev/null").stdout.split()
-    same_content = file_digest(host, path) == sha256(content)
-    same_meta = stat == [mode.lstrip("0") or "0", owner]
+    meta, digest = parse_file_state(host.probe(file_state_command(path)).stdout)
+    same_content = digest == sha256(content)
+    same_meta = meta == [mode.lstrip("0") or "0", owner]
     if same_content and same_meta:
         return host.ok(f"{label} up to date")
     if host.plan:

@@ -103,7 +103,7 @@ def apply(session: Session, host: Host) -> None:
     ensure_service_running(host, "docker")
     if config_changed and not installed:
         host.change("restarted docker (daemon.json changed)", "systemctl restart docker")
-    if not host.plan:
+    if installed and not host.plan:  # once present, the package check above answers for it
         version = host.probe("docker compose version --short").stdout.strip()
         if not version:
             raise SwarmhubError(f"{host.name}: `docker compose` is missing after the install")

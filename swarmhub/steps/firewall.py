@@ -167,10 +167,11 @@ def docker_tcp_listeners(ss_output: str) -> list[str]:
 
 def check_docker_api(host: Host) -> None:
     """Docker's API is on its Unix socket only: a TCP listener is root for anyone reaching it."""
-    if not host.probe("command -v dockerd").ok:
+    found = host.probe("command -v dockerd >/dev/null && echo dockerd && ss -Hltnp").stdout
+    if not found.startswith("dockerd"):
         host.ok("no Docker on this host")
         return
-    listeners = docker_tcp_listeners(host.probe("ss -Hltnp").stdout)
+    listeners = docker_tcp_listeners(found)
     if listeners:
         raise SwarmhubError(
             f"{host.name}: Docker's API listens on TCP ({', '.join(listeners)}): remove the "
@@ -178,6 +179,18 @@ def check_docker_api(host: Host) -> None:
             "docker unit, then restart docker"
         )
     host.ok("Docker's API on its Unix socket only")
+
+
+# The unit enabled? active? our table loaded? One round trip, as key=value lines.
+FIREWALL_STATE = (
+    f"echo enabled=$(systemctl is-enabled {UNIT_NAME} 2>/dev/null); "
+    f"echo active=$(systemctl is-active {UNIT_NAME} 2>/dev/null); "
+    f"nft list table {TABLE} >/dev/null 2>&1 && echo loaded=yes || echo loaded=no"
+)
+
+
+def firewall_state(output: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
 
 
 def apply(session: Session, host: Host) -> None:
@@ -192,12 +205,13 @@ def apply(session: Session, host: Host) -> None:
     unit_changed = ensure_file(host, UNIT_PATH, UNIT, describe=UNIT_NAME)
     if unit_changed:
         host.change("systemd knows the firewall unit", "systemctl daemon-reload")
-    if host.probe(f"systemctl is-enabled {UNIT_NAME}").stdout.strip() == "enabled":
+    state = firewall_state(host.probe(FIREWALL_STATE).stdout)
+    if state.get("enabled") == "enabled":
         host.ok(f"{UNIT_NAME} enabled at boot")
     else:
         host.change(f"{UNIT_NAME} enabled at boot", f"systemctl enable {UNIT_NAME}")
-    loaded = host.probe(f"nft list table {TABLE}").ok
-    active = host.probe(f"systemctl is-active {UNIT_NAME}").stdout.strip() == "active"
+    loaded = state.get("loaded") == "yes"
+    active = state.get("active") == "active"
     if loaded and active and not changed:
         host.ok(f"firewall loaded ({TABLE})")
         return

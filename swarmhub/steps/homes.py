@@ -427,8 +427,12 @@ def apply_mount(session: Session, client: Host) -> None:
         docker_after_mount(settings),
         describe="docker starts after the homes mount",
     )
-    found = client.probe(mounted_command(settings.homes_dir)).stdout.split()
-    enabled = client.probe(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+    # One round trip: the unit enabled at boot? then what is mounted there.
+    state = client.probe(
+        f"echo $(systemctl is-enabled {unit} 2>/dev/null); {mounted_command(settings.homes_dir)}"
+    ).stdout.split("\n", 1)
+    enabled = state[0].strip() == "enabled"
+    found = state[1].split() if len(state) > 1 else []
     if not changed and found == expected_mount(settings) and enabled:
         client.ok(f"homes mounted from {settings.storage_name} ({backend})")
         return

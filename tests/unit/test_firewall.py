@@ -118,3 +118,13 @@ def test_a_docker_api_on_tcp_is_found() -> None:
         'LISTEN 0 4096 *:7946 *:* users:(("dockerd",pid=1,fd=31))\n'
     )
     assert firewall.docker_tcp_listeners(out) == ["0.0.0.0:2375"]
+
+
+def test_the_firewalls_state_is_read_in_one_round_trip() -> None:
+    assert firewall.firewall_state("enabled=enabled\nactive=active\nloaded=yes\n") == {
+        "enabled": "enabled",
+        "active": "active",
+        "loaded": "yes",
+    }
+    # A host without the unit yet: systemctl prints nothing on stdout.
+    assert firewall.firewall_state("enabled=\nactive=inactive\nloaded=no\n")["enabled"] == ""

@@ -136,8 +136,9 @@ class FakeConnection:
             "dpkg-query": "",  # no package missing
             "id -u git": "998",
             "stat -c '%a %U' /srv/git ": "755 git",
-            f"stat -c '%a %U' {git_server.UNIT_PATH}": "644 root",
-            f"sha256sum {git_server.UNIT_PATH}": f"{sha256(self.unit)}  {git_server.UNIT_PATH}",
+            f"stat -c '%a %U' {git_server.UNIT_PATH}": (
+                f"644 root\n{sha256(self.unit)}  {git_server.UNIT_PATH}"
+            ),
             "systemctl is-enabled": "enabled\nactive",
             "test -f /srv/git/course.git/HEAD": "",
         }

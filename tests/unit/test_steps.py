@@ -10,6 +10,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.ensure import file_state_command, parse_file_state
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import steps_for_host, target_hosts
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
@@ -189,3 +190,12 @@ def test_a_failed_command_never_shows_the_secret_it_carried() -> None:
     assert token[:12] not in message
     assert "docker swarm join --token *** 10.0.0.10:2377" in message
     assert message.endswith("join *** timed out")
+
+
+def test_a_files_state_is_one_round_trip() -> None:
+    command = file_state_command("/etc/docker/daemon.json")
+    assert command.count("/etc/docker/daemon.json") == 2 and "&&" in command
+    digest = "ab" * 32
+    assert parse_file_state(f"644 root\n{digest}  /etc/x\n") == (["644", "root"], digest)
+    assert parse_file_state("") == ([], None)  # missing
+    assert parse_file_state("600 root\n") == (["600", "root"], None)  # unreadable
