@@ -68,8 +68,9 @@ class SpawnQueue:
             raise
 
     def end_turn(self):
-        """Hand the turn to the first one waiting, or free it."""
-        while self.waiting:
+        """Hand the turn to the first one waiting, or free it (also when the limit went
+        down meanwhile and more are starting than it allows)."""
+        while self.waiting and self.starting <= self.limit:
             ticket = self.waiting.pop(0)
             if not ticket.done():
                 ticket.set_result(None)
@@ -90,7 +91,11 @@ async def follow_nodes(spawner):
     if SPAWN_CONCURRENCY or now - NODES_CHECKED["at"] < 30:
         return
     NODES_CHECKED["at"] = now
-    nodes = await spawner.docker("nodes", filters={"role": "worker"})
+    try:
+        nodes = await spawner.docker("nodes", filters={"role": "worker"})
+    except Exception as error:  # the spawn goes on with the limit it had
+        spawner.log.warning("spawn queue: could not list the swarm's nodes: %s", error)
+        return
     taking = [
         node
         for node in nodes

@@ -152,3 +152,39 @@ def test_a_turn_handed_to_a_cancelled_spawn_is_passed_on(hub_config: dict[str, A
         return queue.starting
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_lower_limit_holds_the_line_until_starts_end(hub_config: dict[str, Any]) -> None:
+    queue = hub_config["SpawnQueue"](3)
+
+    async def scenario() -> list[int]:
+        for _ in range(3):
+            await queue.take_turn()
+        waiting = asyncio.create_task(queue.take_turn())
+        await asyncio.sleep(0)
+        queue.set_limit(1)  # two nodes left
+        seen = []
+        for _ in range(3):
+            queue.end_turn()
+            await asyncio.sleep(0)
+            seen.append(queue.starting)
+        await asyncio.wait_for(waiting, 1)
+        return seen
+
+    # 3 starting, limit 1: the first two ends free turns, the third hands its turn on.
+    assert asyncio.run(scenario()) == [2, 1, 1]
+
+
+def test_a_swarm_that_does_not_answer_leaves_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n", monkeypatch)[1]
+    warnings: list[str] = []
+
+    class Unreachable:
+        log = type("Log", (), {"warning": lambda self, *args: warnings.append(args[0])})()
+
+        async def docker(self, method: str, **_: object) -> list[dict]:
+            raise OSError("docker.sock: connection refused")
+
+    asyncio.run(config["follow_nodes"](Unreachable()))
+    assert config["SPAWN_QUEUE"].limit == 2
+    assert warnings and "could not list the swarm's nodes" in warnings[0]
