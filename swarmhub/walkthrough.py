@@ -167,6 +167,10 @@ def rename_hosts(command: str, names: dict[str, str]) -> str:
     return pattern.sub(lambda found: names[found.group(1)], command)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_step(step: Step, command: str, cwd: Path = ROOT) -> int:
     """Run a step's command with bash (``set -e``) and this terminal; its exit code.
 
@@ -174,7 +178,12 @@ def run_step(step: Step, command: str, cwd: Path = ROOT) -> int:
     is up, as a student ends ``--follow``; being stopped that way counts as success.
     """
     process = subprocess.Popen(
-        ["bash", "-e", "-o", "pipefail", "-c", command], cwd=cwd, start_new_session=True
+        ["bash", "-e", "-o", "pipefail", "-c", command],
+        cwd=cwd,
+        start_new_session=True,
+        # Ctrl-C must reach the step even when this runs in the background (where SIGINT is
+        # ignored, and children inherit that): Python would never raise KeyboardInterrupt.
+        preexec_fn=_default_sigint,
     )
     try:
         return process.wait(timeout=step.timeout)
