@@ -17,10 +17,12 @@ their original destination port.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.ensure import ensure_file, ensure_packages
 from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.session import MAX_PARALLEL, Session, Step
 from swarmhub.settings import Settings
 from swarmhub.steps.swarm import host_addresses
 
@@ -137,13 +139,17 @@ def render_rules(
 def cluster_addresses(session: Session) -> dict[str, list[str]]:
     """Each host's own IPv4 addresses (probed once per run)."""
 
+    def addresses_of(host: Host) -> list[str]:
+        return host_addresses(host.probe("ip -4 -o addr show scope global", sudo=False).stdout)
+
     def probe() -> dict[str, list[str]]:
-        found = {}
-        for name in session.settings.hosts:
-            host = session.host(name)
-            output = host.probe("ip -4 -o addr show scope global", sudo=False).stdout
-            found[name] = host_addresses(output)
-            if not found[name]:
+        # Connected in this thread, which holds the session's lock (remember); the probes,
+        # one per host, then run at once.
+        hosts = session.connect(session.settings.hosts)
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
+            found = dict(zip(session.settings.hosts, pool.map(addresses_of, hosts), strict=True))
+        for name, addresses in found.items():
+            if not addresses:
                 raise SwarmhubError(f"{name}: no global IPv4 address found for the firewall")
         if session.settings.hub_address:
             found[session.settings.hub_host].append(session.settings.hub_address)

@@ -24,9 +24,16 @@ DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 BODY_SIZE = "512m"
 
 
+def tls_paths(use_acme: bool) -> tuple[str, str]:
+    """(certificate, key) for nginx: the ACME lineage's, or CERT_PATH and KEY_PATH."""
+    if use_acme:
+        return f"{acme.LIVE_DIR}/fullchain.pem", f"{acme.LIVE_DIR}/privkey.pem"
+    return CERT_PATH, KEY_PATH
+
+
 def served_cert_path(settings: Settings) -> str:
     """The certificate nginx serves: the ACME lineage's in acme mode, else CERT_PATH."""
-    return f"{acme.LIVE_DIR}/fullchain.pem" if settings.tls_mode == "acme" else CERT_PATH
+    return tls_paths(settings.tls_mode == "acme")[0]
 
 
 def render_site(settings: Settings, use_acme: bool = False) -> str:
@@ -37,11 +44,12 @@ def render_site(settings: Settings, use_acme: bool = False) -> str:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
+    cert_path, key_path = tls_paths(use_acme)
     return environment.get_template("nginx-site.conf.j2").render(
         hub_host=settings.hub_host,
         domain=settings.domain_name,
-        cert_path=f"{acme.LIVE_DIR}/fullchain.pem" if use_acme else CERT_PATH,
-        key_path=f"{acme.LIVE_DIR}/privkey.pem" if use_acme else KEY_PATH,
+        cert_path=cert_path,
+        key_path=key_path,
         acme_webroot=acme.WEBROOT,
         body_size=BODY_SIZE,
     )
