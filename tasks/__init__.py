@@ -1,56 +1,33 @@
 """swarmhub's tasks: one namespace, seen by both ``invoke`` and ``fab``.
 
-The modules mirror the deployment doc: provision → docker → firewall → swarm → homes →
-images → hub → backup → proxy → monitor, and cluster.all runs them in order. The sandbox
-rehearses it all on this machine.
+The runbook's step tasks (provision, docker.install, ..., monitor.deploy, and the groups
+homes.setup and images.distribute) are made from the registry, swarmhub/steps/registry.py;
+cluster.all runs them in order. The modules here add the tasks that are not steps: backups
+and restores, nodes coming and going, observing, the sandbox.
 """
 
 from invoke import Collection
 
-from tasks import (
-    backup,
-    cluster,
-    docker,
-    firewall,
-    homes,
-    hosts,
-    hub,
-    images,
-    interact,
-    monitor,
-    nodes,
-    proxy,
-    sandbox,
-    secrets,
-    swarm,
-)
+from swarmhub.steps import registry
+from tasks import backup, cluster, homes, hosts, interact, nodes, sandbox, secrets
+from tasks._common import step_task
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
-from tasks.provision import provision
 from tasks.walkthrough import walkthrough
 
 ns = Collection()
-ns.add_task(provision)
-ns.add_task(plan)
-ns.add_task(walkthrough)
-for observer in (status, logs, health, diagnose):
-    ns.add_task(observer)
-modules = (
-    hosts,
-    docker,
-    swarm,
-    firewall,
-    homes,
-    images,
-    hub,
-    backup,
-    proxy,
-    monitor,
-    cluster,
-    nodes,
-    interact,
-    secrets,
-    sandbox,
-)
-for module in modules:
-    ns.add_collection(Collection.from_module(module))
+for top in (plan, walkthrough, status, logs, health, diagnose):
+    ns.add_task(top)
+collections = {
+    module.__name__.rsplit(".", 1)[-1]: Collection.from_module(module)
+    for module in (backup, homes, cluster, nodes, hosts, interact, secrets, sandbox)
+}
+for name, steps in registry.tasks().items():
+    made = step_task(name, steps, registry.HELP[name])
+    if "." not in name:
+        ns.add_task(made)
+        continue
+    area, verb = name.split(".", 1)
+    collections.setdefault(area, Collection(area)).add_task(made, name=verb)
+for collection in collections.values():
+    ns.add_collection(collection)

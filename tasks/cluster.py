@@ -3,47 +3,21 @@
 from invoke import task
 
 from swarmhub import settings as env_settings
-from swarmhub.steps import (
-    backup,
-    docker_engine,
-    firewall,
-    homes,
-    hub,
-    images,
-    monitor,
-    provision,
-    proxy,
-    swarm,
-)
-from tasks._common import PLAN_HELP, run
-
-STEPS = [
-    provision.STEP,
-    docker_engine.STEP,
-    # After Docker (the firewall checks its API is not on TCP), before anything listens, and
-    # before the swarm: a node new to NODE_HOSTS can join only once the others let it in.
-    firewall.STEP,
-    swarm.MANAGE,
-    swarm.JOIN,
-    homes.STORAGE,
-    homes.MOUNT,
-    images.BUILD,
-    images.SERVE,
-    images.PULL,
-    hub.STEP,
-    backup.STEP,
-    proxy.STEP,
-    monitor.STEP,
-]
+from swarmhub.steps.registry import RUNBOOK
+from tasks._common import PLAN_HELP, RESTART_HELP, run
 
 
-@task(name="all", help=PLAN_HELP)
-def all_(c, plan=False):
-    """Run every step: provision, docker, firewall, swarm, homes, images, hub, backup, proxy,
-    monitor; then print the URL."""
-    run(c, STEPS, plan)
+@task(name="all", help={**PLAN_HELP, **RESTART_HELP})
+def all_(c, plan=False, restart_nodes=False):
+    """Run every step of the runbook in order (see the README's table), then print the URL."""
+    run(c, RUNBOOK, plan, task="cluster.all", restart_nodes=restart_nodes)
     if not plan:
         print(login_hint(env_settings.load()))
+
+
+all_.__doc__ = (
+    "Run every step in order: " + ", ".join(step.name for step in RUNBOOK) + "; then print the URL."
+)
 
 
 def login_hint(settings: env_settings.Settings) -> str:

@@ -4,27 +4,15 @@ from invoke import task
 
 from swarmhub import settings as env_settings
 from swarmhub.output import table
-from swarmhub.runbook.session import open_host
 from swarmhub.steps import homes
-from tasks._common import PLAN_HELP, run
-
-
-@task(help=PLAN_HELP)
-def setup(c, plan=False):
-    """Keep the homes on the storage host and mount them on the nodes (HOMES_BACKEND)."""
-    run(c, [homes.STORAGE, homes.MOUNT], plan)
+from tasks._common import run_operation
 
 
 @task
 def usage(c):
     """Each user's home size on the storage host; those over HOME_SOFT_LIMIT marked."""
     settings = env_settings.load()
-    env_settings.check_local_files(settings)
-    storage = open_host(settings, settings.storage_name, quiet=True)
-    try:
-        output = storage.run(homes.usage_command(settings)).stdout
-    finally:
-        storage.connection.close()
+    output = run_operation(homes.USAGE, settings.storage_name, changes=False)
     limit = homes.size_in_bytes(settings.home_soft_limit) if settings.home_soft_limit else None
     rows = []
     for name, size in homes.parse_usage(output):

@@ -110,7 +110,7 @@ def git(c: Context, repo: str = "", from_: str = "", message: str = "") -> None:
             "sandbox only (run invoke sandbox.up); a real course uses its own git forge"
         )
     step = git_server.serve_step(name, directory, message or f"Course material from {from_}")
-    run_steps(c, settings, [step], only=settings.hub_host)
+    run_steps(settings, [step], only=settings.hub_host, command="sandbox.git")
     hub = next(vm for vm in plan_vms(settings) if vm.name == settings.hub_host)
     print(git_server.repo_url(hub.address, name))
 

@@ -9,4 +9,4 @@ from tasks._common import PLAN_HELP, run
 @task(help={"name": "cookie, proxy-token, crypt-key, culler or all", **PLAN_HELP})
 def rotate(c, name="all", plan=False):
     """Make new hub secrets (never shown) and recreate only the containers that use them."""
-    run(c, [secrets.rotate_step(name)], plan)
+    run(c, [secrets.rotate_step(name)], plan, task="secrets.rotate")

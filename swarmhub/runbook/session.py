@@ -1,22 +1,39 @@
 """Running steps on hosts: which hosts, connecting first, in parallel where hosts are
-independent, and a recap at the end (Ansible's PLAY RECAP is the model)."""
+independent, executing (or, in plan mode, listing) the changes the steps declare, and a recap
+at the end (Ansible's PLAY RECAP is the model).
+
+The session is the only code that changes a host. A step is a generator over read-only
+views (`HostView`) that yields `Ok`s and `Change`s; `drive` sends each change to `execute`,
+which runs it in apply mode and only reports it in plan mode, and sends the `Outcome` back.
+Plan and apply therefore run the same code and declare the same changes; a fact that only
+exists after a change says so (`Later`) instead of being guessed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-import fabric
+import paramiko
+from invoke.exceptions import CommandTimedOut
 
 from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import table
-from swarmhub.runbook.host import Host
+from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.runbook.change import Change, Later, Note, Ok, Outcome, Steps
+from swarmhub.runbook.host import Answer, Host, HostView, Result
+from swarmhub.runbook.record import Recorder
 from swarmhub.settings import Settings, check_local_files
+
+T = TypeVar("T")
 
 ROLE_NAMES = {
     "hub": "the hub",
@@ -25,45 +42,49 @@ ROLE_NAMES = {
     "storage": "the storage host",
 }
 
-# Hosts worked on at once. Each waits on its own SSH round trips, so threads overlap well:
-# with 8 at most, a cluster of 8 nodes (10 hosts) took two rounds of every step.
-MAX_PARALLEL = 32
+# What a dropped or broken connection raises from paramiko and invoke mid-step.
+CONNECTION_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException, CommandTimedOut)
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the runbook: what it is called, on which roles, and what it does per host."""
+    """One step of the runbook: its task name, its roles, and what it declares per host.
+
+    ``apply(context, view)`` is a generator of `Ok`/`Change`/`Later`/`Note`. ``on_node_add``
+    says what `nodes.add` runs of it: "node" (on the new node), "all" (on every host of its
+    roles: the others' firewalls let the new node in), or "" (nothing). ``restarts`` says
+    the step may restart something students use on a node (its task then offers
+    --restart-nodes).
+    """
 
     name: str
     roles: frozenset[str]
-    apply: Callable[[Session, Host], None]
+    apply: Callable[[StepContext, HostView], Steps]
     parallel: bool = False
     summary: str = ""
+    on_node_add: str = ""
+    restarts: bool = False
 
 
-def target_hosts(
-    context: Any, settings: Settings, step: Step, only: str | None = None
-) -> list[str]:
-    """The hosts a step runs on: ``only``, the one given with ``fab -H``, or those of its roles."""
-    if isinstance(context, fabric.Connection):
-        only = only or context.original_host
-    if only:
-        name = only
-        roles = settings.role_of(name)
+def step_hosts(settings: Settings, step: Step, only: str | None = None) -> list[str]:
+    """The hosts a step runs on: ``only`` (checked against the step's roles), or those of its
+    roles in the env file."""
+    if not only:
+        return [host for host, roles in settings.hosts.items() if set(roles) & step.roles]
+    roles = settings.role_of(only)
+    if not roles:
+        raise SwarmhubError(
+            f"{only} is not a host of {settings.source.name} (hosts: "
+            f"{', '.join(settings.hosts)}): add it to the env file or pick one of those"
+        )
+    if not set(roles) & step.roles:
         where = " and ".join(ROLE_NAMES[r] for r in sorted(step.roles))
-        if not roles:
-            raise SwarmhubError(
-                f"{name} is not a host of {settings.source.name} (hosts: "
-                f"{', '.join(settings.hosts)}): add it to the env file or pick one of those"
-            )
-        if not set(roles) & step.roles:
-            owners = [h for h, r in settings.hosts.items() if set(r) & step.roles]
-            raise SwarmhubError(
-                f"{step.name} runs on {where} ({', '.join(owners)}), but {name} is "
-                f"{' and '.join(ROLE_NAMES[r] for r in roles)} in {settings.source.name}"
-            )
-        return [name]
-    return [host for host, roles in settings.hosts.items() if set(roles) & step.roles]
+        owners = [h for h, r in settings.hosts.items() if set(r) & step.roles]
+        raise SwarmhubError(
+            f"{step.name} runs on {where} ({', '.join(owners)}), but {only} is "
+            f"{' and '.join(ROLE_NAMES[r] for r in roles)} in {settings.source.name}"
+        )
+    return [only]
 
 
 def steps_for_host(steps: list[Step], settings: Settings, host: str | None) -> list[Step]:
@@ -80,7 +101,6 @@ def open_host(
     settings: Settings,
     name: str,
     *,
-    plan: bool = False,
     quiet: bool = False,
     connect_timeout: int = 10,
 ) -> Host:
@@ -106,67 +126,137 @@ def open_host(
             f"{name}: {settings.ssh_user} cannot run sudo without a password: give that user "
             "passwordless sudo (a line in /etc/sudoers.d), or set SSH_USER to one who has it"
         )
-    return Host(name, settings.role_of(name), connection, plan=plan, quiet=quiet)
+    return Host(name, settings.role_of(name), connection, quiet=quiet)
+
+
+class StepContext:
+    """What a step sees of the run: the settings, read-only views of any host of the env
+    file, and facts shared by the hosts of this run (computed once)."""
+
+    def __init__(self, session: Session, recorder: Recorder | None) -> None:
+        self.session = session
+        self.settings = session.settings
+        self.recorder = recorder
+
+    def view(self, name: str) -> HostView:
+        """A read-only view of ``name`` (connected on first use)."""
+        host = self.session.host(name)
+        return HostView(host.name, host.roles, self)
+
+    @property
+    def hub(self) -> HostView:
+        return self.view(self.settings.hub_host)
+
+    def probe(self, host: str, command: str, sudo: bool) -> Result:
+        result = self.session.host(host).probe(command, sudo=sudo)
+        if self.recorder is not None:
+            self.recorder.probe(host, command, sudo, result)
+        return result
+
+    def file_differs(self, host: str, path: str, content: bytes, mode: str, owner: str) -> str:
+        why = self.session.host(host).file_differs(path, content, mode, owner)
+        if self.recorder is not None:
+            self.recorder.file(host, path, why)
+        return why
+
+    @property
+    def changes_pending(self) -> bool:
+        """Earlier changes of this run were only planned, not applied (plan mode): a fact they
+        would make (Docker running, the swarm's join token) is not there yet."""
+        return self.session.planned > 0
+
+    def remember(self, key: str, compute: Callable[[], T]) -> T:
+        """A fact shared by the hosts of this run (the join token), computed once; its probes
+        are recorded for every host that uses it."""
+        return self.session.remember(key, compute, self)
 
 
 class Session:
-    """Connections to the hosts of one run, and the tally of what happened on each."""
+    """Connections to the hosts of one run, the executor of their steps' changes, and the
+    tally of what happened on each."""
 
-    def __init__(self, settings: Settings, *, plan: bool = False, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        plan: bool = False,
+        quiet: bool = False,
+        restart_nodes: bool = False,
+        opener: Callable[[Settings, str], Host] | None = None,
+        record_to: str = "",
+    ) -> None:
         self.settings = settings
         self.plan = plan
         self.quiet = quiet
+        self.restart_nodes = restart_nodes
         self.hosts: dict[str, Host] = {}
+        self.planned = 0  # changes listed, not applied (plan mode)
+        # What each step returned on each host (a one-off operation's output).
+        self.results: dict[tuple[str, str], Any] = {}
         self.started = time.monotonic()
-        self._memo: dict[str, Any] = {}
+        self.record_to = record_to
+        self._opener = opener or (lambda s, name: open_host(s, name, quiet=quiet))
+        self._memo: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
         # Steps run on several hosts at once may connect to a shared host (the hub) or
         # compute a shared fact (the join token): one thread at a time does it.
         self._lock = threading.RLock()
+        # Changes that restart what students use on a node: one node at a time.
+        self._restart_lock = threading.Lock()
 
-    def remember(self, key: str, compute: Callable[[], Any]) -> Any:
-        """A fact shared by the hosts of this run, computed once."""
-        with self._lock:
-            if key not in self._memo:
-                self._memo[key] = compute()
-            return self._memo[key]
-
-    def _open(self, name: str) -> Host:
-        return open_host(self.settings, name, plan=self.plan, quiet=self.quiet)
+    # --- hosts ---
 
     def connect(self, names: Iterable[str]) -> list[Host]:
         """Connect to every host before anything changes; one unreachable host stops all."""
         with self._lock:
-            return self._connect(names)
-
-    def _connect(self, names: Iterable[str]) -> list[Host]:
-        names = list(names)
-        wanted = [n for n in dict.fromkeys(names) if n not in self.hosts]
-        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(wanted)))) as pool:
-            futures = {name: pool.submit(self._open, name) for name in wanted}
-        errors = []
-        for name, future in futures.items():
-            try:
-                self.hosts[name] = future.result()
-            except SwarmhubError as error:
-                errors.append(error)
-        if errors:
-            raise errors[0]
-        return [self.hosts[n] for n in dict.fromkeys(names)]
+            names = list(names)
+            wanted = [n for n in dict.fromkeys(names) if n not in self.hosts]
+            workers = max(1, min(MAX_PARALLEL, len(wanted)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {name: pool.submit(self._opener, self.settings, name) for name in wanted}
+            errors = []
+            for name, future in futures.items():
+                try:
+                    self.hosts[name] = future.result()
+                except SwarmhubError as error:
+                    errors.append(error)
+            if errors:
+                raise errors[0]
+            return [self.hosts[n] for n in dict.fromkeys(names)]
 
     def host(self, name: str) -> Host:
         """A connected host, connecting on first use (e.g. the hub, for a node's join token)."""
         return self.connect([name])[0]
 
+    def remember(self, key: str, compute: Callable[[], T], context: StepContext) -> T:
+        with self._lock:
+            if key not in self._memo:
+                own, context.recorder = context.recorder, Recorder.scratch(context.recorder)
+                try:
+                    value = compute()
+                finally:
+                    scratch, context.recorder = context.recorder, own
+                self._memo[key] = (value, scratch.probes if scratch else [])
+                if own is not None and scratch is not None:
+                    own.probes.extend(scratch.probes)
+                return value
+            value, probes = self._memo[key]
+            if context.recorder is not None:
+                context.recorder.probes.extend(probes)
+            return value
+
+    # --- steps ---
+
     def run_step(self, step: Step, names: list[str]) -> None:
         """Apply ``step`` to each host (in parallel when the hosts are independent)."""
         hosts = self.connect(names)
-        print(f"== {step.name}{' (plan)' if self.plan else ''}: {step.summary}", flush=True)
+        if not self.quiet:
+            print(f"== {step.name}{' (plan)' if self.plan else ''}: {step.summary}", flush=True)
 
         def apply(host: Host) -> SwarmhubError | None:
             try:
-                step.apply(self, host)
+                self.drive(step, host)
             except SwarmhubError as error:
-                host.failed(error.reason)
+                self.hosts.get(error_host(error, host.name), host).failed(error.reason)
                 return error
             return None
 
@@ -182,6 +272,125 @@ class Session:
         failures = [e for e in errors if e]
         if failures:
             raise SwarmhubError(f"{step.name} failed: {failures[0].reason}")
+
+    def drive(self, step: Step, host: Host) -> None:
+        """Run ``step``'s generator for ``host``: items out, outcomes of its changes back in."""
+        recorder = Recorder(step.name, host.name) if self.record_to else None
+        context = StepContext(self, recorder)
+        view = HostView(host.name, host.roles, context)
+        body = step.apply(context, view)
+        outcome: Outcome | None = None
+        try:
+            while True:
+                item = body.send(outcome)
+                outcome = None
+                if isinstance(item, Change):
+                    outcome = self.execute(item, host, context)
+                    if recorder is not None:
+                        recorder.change(item, item.host or host.name)
+                elif isinstance(item, Ok):
+                    host.tally.ok += 1
+                    host.say("ok", item.message)
+                elif isinstance(item, Later):
+                    host.say("then", item.message)
+                elif isinstance(item, Note):
+                    host.say("note", item.message)
+                else:
+                    raise TypeError(f"{step.name} yielded {item!r}, not a change or an ok")
+        except StopIteration as end:
+            self.results[(step.name, host.name)] = end.value
+        except CONNECTION_ERRORS as error:
+            raise SwarmhubError(
+                f"{host.name}: the connection broke during {step.name} "
+                f"({type(error).__name__}: {error or 'closed'}): run it again once the host "
+                "answers (a run cut short converges with one more)"
+            ) from None
+        finally:
+            body.close()
+            if recorder is not None:
+                recorder.save(self.record_to, self.settings)
+
+    def execute(self, change: Change, origin: Host, context: StepContext) -> Outcome:
+        """Apply ``change`` (or, in plan mode, only report it) on its host."""
+        target = self.host(change.host) if change.host else origin
+        message = change.message
+        node_restart = bool(change.restarts) and "node" in target.roles
+        servers: list[str] = []
+        if change.restarts:
+            servers = self.servers_on(target.name, context) if node_restart else []
+            message += f" — {restart_note(change.restarts, target.name, servers, node_restart)}"
+        if self.plan:
+            self.planned += 1
+            target.tally.changed += 1
+            target.say("would change", message)
+            return Outcome(False)
+        if node_restart and servers and not self.restart_nodes:
+            raise SwarmhubError(
+                f"{target.name}: {change.message} restarts {change.restarts}, and "
+                f"{len(servers)} student server(s) run there ({', '.join(servers[:5])}): they "
+                "would stop. Run the task again with --restart-nodes (one node at a time, each "
+                f"taking no new servers meanwhile), or empty the node first (invoke nodes.drain "
+                f"{target.name} --evict)"
+            )
+        if node_restart:
+            with self._restart_lock:
+                outputs = self._restart_node(target, change, context)
+        else:
+            outputs = self.apply_change(target, change)
+        target.tally.changed += 1
+        target.say("changed", message)
+        return Outcome(True, tuple(outputs))
+
+    def apply_change(self, target: Host, change: Change) -> list[str]:
+        """Write the change's files, run its commands, then wait for what follows it."""
+        for file in change.files:
+            target.write(file)
+        outputs = [target.run(command).stdout for command in change.commands]
+        for wait in change.then:
+            self.wait(target, wait)
+        return outputs
+
+    def _restart_node(self, node: Host, change: Change, context: StepContext) -> list[str]:
+        """A restart on a node: it takes no new servers meanwhile (swarm's "pause"), then it
+        goes back to the availability it had."""
+        hub = self.host(self.settings.hub_host)
+        found = hub.probe(
+            f"docker node inspect --format '{{{{.Spec.Availability}}}}' {shlex.quote(node.name)}"
+        )
+        availability = found.stdout.strip() if found.ok else ""
+        if availability == "active":
+            hub.run(f"docker node update --availability pause {shlex.quote(node.name)} >/dev/null")
+        try:
+            return self.apply_change(node, change)
+        finally:
+            if availability == "active":
+                hub.run(
+                    f"docker node update --availability active {shlex.quote(node.name)} >/dev/null"
+                )
+
+    def servers_on(self, node: str, context: StepContext) -> list[str]:
+        """The students' servers (swarm services jupyter-*) running on ``node``; none when the
+        hub is not a swarm manager yet."""
+        out = context.hub.probe(
+            f"docker node ps {shlex.quote(node)} --filter desired-state=running "
+            "--format '{{.Name}}' 2>/dev/null"
+        ).stdout
+        return sorted({line.split(".")[0] for line in out.split() if line.startswith("jupyter-")})
+
+    def wait(self, host: Host, wait: Any) -> None:
+        deadline = time.monotonic() + wait.timeout
+        while True:
+            if host.probe(wait.command, sudo=wait.sudo).ok:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(wait.interval)
+        why = ""
+        if wait.explain:
+            why = ": " + host.probe(wait.explain).stdout.strip().replace("\n", " | ")
+        raise SwarmhubError(f"{host.name}: {wait.message}: not within {wait.timeout:.0f} s{why}")
+
+    # --- the end ---
 
     def recap(self) -> str:
         rows = [
@@ -202,41 +411,89 @@ class Session:
 
     def close(self) -> None:
         for host in self.hosts.values():
-            host.connection.close()
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                host.connection.close()
+
+
+def error_host(error: SwarmhubError, default: str) -> str:
+    """The host an error line names first ("sam-hub: …"), else ``default``."""
+    first = error.reason.split(":", 1)[0]
+    return first if " " not in first else default
+
+
+def restart_note(what: str, host: str, servers: list[str], on_node: bool) -> str:
+    """What a restart costs, for plan and the output."""
+    if not on_node:
+        return f"restarts {what} on {host} (students' servers run on the nodes and keep running)"
+    if not servers:
+        return f"restarts {what} on {host} (no student server runs there)"
+    return f"restarts {what} on {host}: {len(servers)} server(s) stop"
+
+
+def probe_answer(stdout: str = "", exited: int = 0) -> Result:
+    """A canned probe answer (tests, and probes that need no host)."""
+    return Answer(stdout=stdout, exited=exited)
 
 
 def run_steps(
-    context: Any,
     settings: Settings,
     steps: list[Step],
     *,
     plan: bool = False,
     only: str | None = None,
-    everywhere: frozenset[str] = frozenset(),
+    everywhere: Iterable[str] = (),
+    restart_nodes: bool = False,
+    command: str = "",
+    quiet: bool = False,
+    lock: bool = True,
 ) -> Session:
-    """Run ``steps`` in order on their hosts (or on ``only``; the steps named in
-    ``everywhere`` still on all their hosts), print the recap, and fail if any host failed."""
+    """Run ``steps`` in order on their hosts (or on the host ``only``; the steps named in
+    ``everywhere`` still on all their hosts), print the recap, and fail if any host failed.
+
+    A changing run (not ``plan``, ``lock``) holds the run lock on the hub, so that two staff
+    cannot change the cluster at once."""
+    from swarmhub.runbook.lock import RunLock, holder_line
+
     check_local_files(settings)
-    session = Session(settings, plan=plan)
+    session = Session(
+        settings, plan=plan, quiet=quiet, restart_nodes=restart_nodes, record_to=_record_dir()
+    )
+    held = None
     try:
-        if isinstance(context, fabric.Connection):
-            only = only or context.original_host
         steps = steps_for_host(steps, settings, only)
+        wide = set(everywhere)
         targets = [
-            (step, target_hosts(context, settings, step, None if step.name in everywhere else only))
+            (step, step_hosts(settings, step, None if step.name in wide else only))
             for step in steps
         ]
-        session.connect(name for _, names in targets for name in names)
+        names = [name for _, hosts in targets for name in hosts]
+        locking = lock and not plan
+        if locking:
+            names.append(settings.hub_host)
+        session.connect(names)
+        if locking:
+            held = RunLock(session.host(settings.hub_host))
+            held.acquire(holder_line(command or " ".join(step.name for step in steps)))
         error: SwarmhubError | None = None
-        for step, names in targets:
+        for step, hosts in targets:
             try:
-                session.run_step(step, names)
+                session.run_step(step, hosts)
             except SwarmhubError as failure:
                 error = failure
                 break
-        print(session.recap(), flush=True)
+        if not quiet or error:
+            print(session.recap(), flush=True)
         if error:
             raise error
         return session
     finally:
+        if held is not None:
+            held.release()
         session.close()
+
+
+def _record_dir() -> str:
+    """Where the facts of this run are recorded (SWARMHUB_RECORD_FACTS), for the steps' tests."""
+    import os
+
+    return os.environ.get("SWARMHUB_RECORD_FACTS", "")

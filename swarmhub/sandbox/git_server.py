@@ -11,6 +11,7 @@ Sandbox only: a real course serves its material from GitHub, GitLab or a univers
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shlex
@@ -18,14 +19,11 @@ import tarfile
 from pathlib import Path
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import (
-    ensure_directory,
-    ensure_packages,
-    ensure_service_running,
-    ensure_unit_file,
-)
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
+from swarmhub.runbook.ensure import ensure_directory, ensure_packages, ensure_unit
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.templates import render
 
 GIT_ROOT = "/srv/git"
 GIT_USER = "git"
@@ -35,22 +33,9 @@ UNIT_NAME = "swarmhub-git-daemon.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 _REPO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-UNIT = f"""\
-# Written by swarmhub (sandbox.git): course material for interact links, read-only over git://.
-[Unit]
-Description=swarmhub sandbox git server (git daemon, read-only)
-After=network-online.target
 
-[Service]
-User={GIT_USER}
-Group={GIT_USER}
-ExecStart=/usr/bin/git daemon --reuseaddr --export-all --informative-errors \\
-    --base-path={GIT_ROOT} --port={PORT} {GIT_ROOT}
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-"""
+def render_unit() -> str:
+    return render("systemd/swarmhub-git-daemon.service.j2", user=GIT_USER, root=GIT_ROOT, port=PORT)
 
 
 def repo_name(name: str) -> str:
@@ -132,51 +117,74 @@ def tarball_of(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-def ensure_git_daemon(host: Host) -> None:
+def ensure_git_daemon(host: HostView) -> Steps:
     """git installed, a git user owning /srv/git, and the daemon running (restarted only when
     its unit changed)."""
-    ensure_packages(host, ["git"], "the sandbox's git server")
+    yield from ensure_packages(host, ["git"], "the sandbox's git server")
     if host.probe(f"id -u {GIT_USER}").ok:
-        host.ok(f"user {GIT_USER}")
+        yield Ok(f"user {GIT_USER}")
     else:
-        host.change(f"created the system user {GIT_USER}", create_user_command())
-    ensure_directory(host, GIT_ROOT, "0755", GIT_USER)
-    unit_changed = ensure_unit_file(host, UNIT_PATH, UNIT, describe=UNIT_NAME)
-    started = ensure_service_running(host, UNIT_NAME)
-    if unit_changed and not started:
-        host.change(f"restarted {UNIT_NAME}", f"systemctl restart {UNIT_NAME}")
+        yield Change(f"created the system user {GIT_USER}", [create_user_command()])
+    yield from ensure_directory(host, GIT_ROOT, "0755", GIT_USER)
+    yield from ensure_unit(host, UNIT_NAME, render_unit())
 
 
-def ensure_repo(host: Host, name: str) -> None:
+def ensure_repo(host: HostView, name: str) -> Steps:
     path = repo_path(name)
     if host.probe(f"test -f {shlex.quote(path)}/HEAD").ok:
-        host.ok(f"repository {path}")
+        yield Ok(f"repository {path}")
     else:
-        host.change(f"created the bare repository {path}", create_repo_command(name))
+        yield Change(f"created the bare repository {path}", [create_repo_command(name)])
 
 
-def publish(host: Host, name: str, directory: Path, message: str) -> None:
+def content_digest(directory: Path) -> str:
+    """A digest of ``directory``'s files (names and contents, its .git left out)."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if ".git" in relative.parts or not path.is_file():
+            continue
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def published_marker(name: str) -> str:
+    """Where the digest of the last published content is kept, beside the repository."""
+    return f"{repo_path(name)}/swarmhub-published"
+
+
+def publish(host: HostView, name: str, directory: Path, message: str) -> Steps:
     """The repository's ``main`` holds exactly ``directory``'s files (a new commit if not)."""
+    digest = content_digest(directory)
+    marker = shlex.quote(published_marker(name))
+    found = host.probe(
+        f"cat {marker} 2>/dev/null && git -C {shlex.quote(repo_path(name))} rev-parse --short "
+        f"{BRANCH}"
+    ).stdout.split()
+    if found[:1] == [digest]:
+        yield Ok(f"{name} already holds {directory} (commit {found[-1]})")
+        return
     tarball = f"/tmp/swarmhub-git-{name}.tar.gz"
-    host.put_text(tarball, tarball_of(directory), mode="0600", owner=GIT_USER)
-    try:
-        result = host.run(publish_command(name, tarball, message)).stdout.split()
-    finally:
-        host.run(f"rm -f {shlex.quote(tarball)}")
-    if result[:1] == ["unchanged"]:
-        host.ok(f"{name} already holds {directory} (commit {result[-1]})")
-    else:
-        host.changed(f"published {directory} to {name} (commit {result[-1]})")
+    done = yield Change(
+        f"published {directory} to {name}",
+        [
+            f"{publish_command(name, tarball, message)}; status=$?; rm -f {tarball}; "
+            f"[ $status -eq 0 ] && echo {digest} > {marker}; exit $status"
+        ],
+        files=[FileWrite(tarball, tarball_of(directory), "0600", GIT_USER)],
+    )
+    if done.applied:
+        yield Ok(f"{name} at commit {done.output.split()[-1] if done.output else '?'}")
 
 
 def serve_step(name: str, directory: Path | None, message: str) -> Step:
     """The step that serves repository ``name`` (and publishes ``directory`` to it)."""
 
-    def apply(session: Session, host: Host) -> None:
-        ensure_git_daemon(host)
-        ensure_repo(host, name)
+    def apply(ctx: StepContext, host: HostView) -> Steps:
+        yield from ensure_git_daemon(host)
+        yield from ensure_repo(host, name)
         if directory is not None:
-            publish(host, name, directory, message)
+            yield from publish(host, name, directory, message)
 
     return Step(
         name="sandbox.git",

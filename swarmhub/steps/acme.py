@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import shlex
 
+from swarmhub.runbook.change import Change, Ok, Steps
 from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_packages
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import StepContext
 from swarmhub.settings import Settings
 
 CERT_NAME = "swarmhub"
@@ -70,18 +71,29 @@ def lineage_matches(renewal_conf: str, settings: Settings) -> bool:
     )
 
 
-def ensure_acme_certificate(session: Session, proxy: Host) -> bool:
+def ensure_acme_certificate(ctx: StepContext, proxy: HostView) -> Steps:
     """The ACME certificate exists (issued through nginx on port 80), and the timer renews it.
-    Needs nginx serving the webroot on port 80 already."""
-    settings = session.settings
-    changed = ensure_packages(proxy, ["certbot"], "the ACME client")
-    changed |= ensure_directory(proxy, WEBROOT)
+    Needs nginx serving the webroot on port 80 already. Returns whether anything changed."""
+    settings = ctx.settings
+    changed = bool((yield from ensure_packages(proxy, ["certbot"], "the ACME client")))
+    changed |= bool((yield from ensure_directory(proxy, WEBROOT)))
     if settings.acme_ca_bundle:
         bundle = settings.acme_ca_bundle.read_text()
-        changed |= ensure_file(proxy, CA_BUNDLE_PATH, bundle, describe="ACME server's CA")
-    if ensure_file(proxy, SERVICE_DROPIN, timer_dropin(settings), describe="certbot's settings"):
-        changed |= proxy.change("systemd knows certbot's settings", "systemctl daemon-reload")
-    conf = proxy.probe(f"cat {RENEWAL_CONF} 2>/dev/null").stdout
+        changed |= bool(
+            (yield from ensure_file(proxy, CA_BUNDLE_PATH, bundle, describe="ACME server's CA"))
+        )
+    changed |= bool(
+        (
+            yield from ensure_file(
+                proxy,
+                SERVICE_DROPIN,
+                timer_dropin(settings),
+                describe="certbot's settings",
+                then=("systemctl daemon-reload",),
+            )
+        )
+    )
+    conf = proxy.read(RENEWAL_CONF)
     if not conf or not proxy.probe(f"test -s {LIVE_DIR}/cert.pem").ok:
         why = "none yet"
     elif not lineage_matches(conf, settings):
@@ -89,28 +101,29 @@ def ensure_acme_certificate(session: Session, proxy: Host) -> bool:
     else:
         why = ""
     if not why:
-        proxy.ok(f"ACME certificate for {settings.domain_name}")
+        yield Ok(f"ACME certificate for {settings.domain_name}")
     else:
-        changed |= proxy.change(
+        changed = True
+        yield Change(
             f"ACME certificate for {settings.domain_name} from {settings.acme_directory_url} "
             f"(was: {why})",
-            issue_command(settings) + " --force-renewal",
+            [issue_command(settings) + " --force-renewal"],
         )
     state = proxy.probe(f"systemctl is-enabled {TIMER}; systemctl is-active {TIMER}").stdout
     if state.split() == ["enabled", "active"]:
-        proxy.ok(f"{TIMER} renews the certificate")
+        yield Ok(f"{TIMER} renews the certificate")
     else:
-        changed |= proxy.change(
-            f"{TIMER} renews the certificate", f"systemctl enable --now {TIMER}"
-        )
+        changed = True
+        yield Change(f"{TIMER} renews the certificate", [f"systemctl enable --now {TIMER}"])
     return changed
 
 
-def ensure_no_acme_certificate(proxy: Host) -> bool:
+def ensure_no_acme_certificate(proxy: HostView) -> Steps:
     """Outside acme mode, no lineage that the timer would keep renewing."""
     if not proxy.probe(f"test -e {RENEWAL_CONF}").ok:
         return False
-    return proxy.change(
+    yield Change(
         "removed the ACME certificate (TLS_MODE is not acme)",
-        f"certbot delete --non-interactive --cert-name {CERT_NAME}",
+        [f"certbot delete --non-interactive --cert-name {CERT_NAME}"],
     )
+    return True

@@ -1,7 +1,7 @@
 """backup.setup, and the commands behind backup.run, backup.list and backup.restore.
 
 One script on the hub (/usr/local/sbin/swarmhub-backup, rendered from
-compose/backup/swarmhub-backup.j2) makes incremental snapshots of the homes (rsync with
+templates/backup/swarmhub-backup.sh.j2) makes incremental snapshots of the homes (rsync with
 hard links to the previous snapshot) and a consistent copy of the hub's SQLite database
 (SQLite's online backup), keeps BACKUP_KEEP of them in BACKUP_DIR, and restores from them
 without ever overwriting a live file. A systemd timer on the hub runs it on BACKUP_SCHEDULE;
@@ -13,28 +13,31 @@ from __future__ import annotations
 import re
 import shlex
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_packages
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.runbook.change import Change, FileWrite, Steps
+from swarmhub.runbook.ensure import (
+    SYSTEMD_DIR,
+    ensure_directory,
+    ensure_file,
+    ensure_packages,
+    ensure_unit,
+    file_differs,
+)
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.settings import Settings
 from swarmhub.steps.homes import escape_user
+from swarmhub.steps.hub import hub_answers
+from swarmhub.templates import render
 
-TEMPLATES = PROJECT_ROOT / "compose" / "backup"
 SCRIPT = "/usr/local/sbin/swarmhub-backup"
 UNIT = "swarmhub-backup"
 SNAPSHOT = re.compile(r"\d{8}T\d{6}Z")
 
 
 def render_script(settings: Settings) -> str:
-    environment = Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template("swarmhub-backup.j2").render(
+    return render(
+        "backup/swarmhub-backup.sh.j2",
         homes_dir=settings.homes_dir,
         backup_dir=settings.backup_dir,
         keep=settings.backup_keep,
@@ -44,34 +47,11 @@ def render_script(settings: Settings) -> str:
 
 
 def service_unit() -> str:
-    return (
-        "# Written by swarmhub (backup.setup).\n"
-        "[Unit]\n"
-        "Description=swarmhub backup: users' homes and the hub's database\n"
-        "After=network-online.target remote-fs.target docker.service\n"
-        "\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        f"ExecStart={SCRIPT} run\n"
-        "Nice=10\n"
-        "IOSchedulingClass=idle\n"
-    )
+    return render(f"systemd/{UNIT}.service")
 
 
 def timer_unit(settings: Settings) -> str:
-    return (
-        "# Written by swarmhub (backup.setup) from BACKUP_SCHEDULE.\n"
-        "[Unit]\n"
-        "Description=swarmhub backup on schedule\n"
-        "\n"
-        "[Timer]\n"
-        f"OnCalendar={settings.backup_schedule}\n"
-        "Persistent=true\n"
-        "RandomizedDelaySec=5min\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=timers.target\n"
-    )
+    return render(f"systemd/{UNIT}.timer.j2", schedule=settings.backup_schedule)
 
 
 # --- what the tasks run on the hub ---
@@ -119,54 +99,53 @@ def calendar_check_command(schedule: str) -> str:
 # --- the step ---
 
 
-def apply(session: Session, hub: Host) -> None:
-    settings = session.settings
-    ensure_packages(hub, ["rsync", "sqlite3"], "backups")
+def apply(ctx: StepContext, hub: HostView) -> Steps:
+    settings = ctx.settings
+    yield from ensure_packages(hub, ["rsync", "sqlite3"], "backups")
     if not hub.probe(calendar_check_command(settings.backup_schedule)).ok:
         raise SwarmhubError(
             f"{hub.name}: BACKUP_SCHEDULE={settings.backup_schedule} is not a calendar systemd "
             "understands: use daily, hourly or a time like *-*-* 03:00"
         )
-    ensure_directory(hub, settings.backup_dir, "0700")
-    ensure_file(hub, SCRIPT, render_script(settings), mode="0755", describe=SCRIPT)
-    changed = ensure_file(hub, f"/etc/systemd/system/{UNIT}.service", service_unit())
-    changed |= ensure_file(hub, f"/etc/systemd/system/{UNIT}.timer", timer_unit(settings))
-    state = hub.probe(
-        f"systemctl is-enabled {UNIT}.timer; systemctl is-active {UNIT}.timer"
-    ).stdout.split()
-    if not changed and state == ["enabled", "active"]:
-        hub.ok(f"backup timer on schedule ({settings.backup_schedule})")
-        return
-    hub.change(
-        f"backup timer on schedule ({settings.backup_schedule})",
-        f"systemctl daemon-reload && systemctl enable {UNIT}.timer && "
-        f"systemctl restart {UNIT}.timer",
+    yield from ensure_directory(hub, settings.backup_dir, "0700")
+    yield from ensure_file(hub, SCRIPT, render_script(settings), mode="0755", describe=SCRIPT)
+    service = FileWrite.of(f"{SYSTEMD_DIR}/{UNIT}.service", service_unit())
+    changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
+    # The timer starts the service: both files in one change, one reload.
+    yield from ensure_unit(
+        hub, f"{UNIT}.timer", timer_unit(settings), extra_files=(service,) if changed else ()
     )
 
 
-def run_on_hub(settings: Settings, command: str, what: str, wait_for_hub: bool = False) -> str:
-    """Run a backup command on the hub and return its output (its error line on failure);
-    with ``wait_for_hub``, return once the hub answers again."""
-    from swarmhub.runbook.session import open_host
-    from swarmhub.steps.hub import wait_for_hub as hub_answers
+def operation(
+    name: str, command: str, what: str, *, changes: bool = True, hub_restarts: bool = False
+) -> Step:
+    """A one-off backup command on the hub (backup.run, .list, .restore), run through the
+    session as any step; its output is the step's result. A read-only one (``changes``
+    False: backup.list) is a probe."""
 
-    hub = open_host(settings, settings.hub_host, quiet=True)
-    try:
+    def apply(ctx: StepContext, hub: HostView) -> Steps:
         if not hub.probe(f"test -x {SCRIPT}").ok:
             raise SwarmhubError(
                 f"{hub.name}: {SCRIPT} is missing: run invoke backup.setup (or cluster.all) first"
             )
-        result = hub.run(command, check=False)
-        if result.failed:
-            lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            raise SwarmhubError(
-                f"{hub.name}: {what} failed: {lines[-1] if lines else f'exit {result.exited}'}"
-            )
-        if wait_for_hub:
-            hub_answers(hub)
-        return result.stdout
-    finally:
-        hub.connection.close()
+        if not changes:
+            result = hub.probe(command)
+            if result.failed:
+                lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+                tail = lines[-1] if lines else f"exit {result.exited}"
+                raise SwarmhubError(f"{hub.name}: {what} failed: {tail}")
+            yield from ()
+            return result.stdout
+        done = yield Change(
+            what,
+            [command],
+            then=[hub_answers()] if hub_restarts else [],
+            restarts="the hub (its database restored)" if hub_restarts else "",
+        )
+        return done.output
+
+    return Step(name=name, roles=frozenset({"hub"}), apply=apply, summary=what)
 
 
 STEP = Step(

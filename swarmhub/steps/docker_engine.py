@@ -1,16 +1,28 @@
 """docker.install: Docker Engine and Compose v2 on the hub and the nodes, with a managed
-daemon.json; the daemon restarts only when its configuration changed."""
+daemon.json; the daemon restarts only when its configuration changed.
+
+A restart of dockerd stops every container of the host (swarm mode has no live-restore):
+on a node, every student server there. The change says so (`restarts="Docker"`), and the
+session refuses it where servers run unless the task runs with --restart-nodes, which
+restarts one node at a time, each taking no new servers meanwhile.
+"""
 
 from __future__ import annotations
 
-import json
 import re
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
+from swarmhub.runbook.ensure import (
+    ensure_file,
+    ensure_packages,
+    ensure_service_running,
+    file_differs,
+)
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
+from swarmhub.templates import serialize
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKER_REPO_LIST = "/etc/apt/sources.list.d/docker.list"
@@ -56,7 +68,7 @@ def docker_dns(settings: Settings) -> list[str]:
     return list(settings.docker_dns)
 
 
-def os_release(host: Host) -> tuple[str, str]:
+def os_release(host: HostView) -> tuple[str, str]:
     text = host.probe(". /etc/os-release && echo $ID $VERSION_CODENAME", sudo=False).stdout.split()
     return (text[0], text[1]) if len(text) == 2 else ("unknown", "")
 
@@ -88,26 +100,53 @@ def packages_for(settings: Settings, distro: str, codename: str) -> list[str]:
     return DISTRO_PACKAGES[distro]
 
 
-def apply(session: Session, host: Host) -> None:
-    settings = session.settings
+def docker_installed_command(packages: list[str]) -> str:
+    """Prints `installed` when every package of Docker Engine is installed."""
+    names = " ".join(packages)
+    return (
+        f"for p in {names}; do dpkg-query -W -f='${{Status}}\\n' \"$p\" 2>/dev/null "
+        '| grep -q "install ok installed" || exit 0; done; echo installed'
+    )
+
+
+DOCKER_ANSWERS = Wait("Docker answers again", "docker info >/dev/null 2>&1", timeout=90)
+
+
+def apply(ctx: StepContext, host: HostView) -> Steps:
+    settings = ctx.settings
     distro, codename = os_release(host)
     packages = packages_for(settings, distro, codename)
-    config = json.dumps(daemon_config(settings, docker_dns(settings)), indent=2) + "\n"
-    # daemon.json first, so that a fresh install starts with it and needs no restart.
-    config_changed = ensure_file(host, DAEMON_JSON, config, describe="daemon.json")
-    if settings.docker_source == "docker-repo" and not host.probe(f"test -s {DOCKER_REPO_LIST}").ok:
-        host.change(
-            "Docker's apt repository added", " && ".join(docker_repo_commands(distro, codename))
+    config = serialize(daemon_config(settings, docker_dns(settings)))
+    present = host.probe(docker_installed_command(packages)).stdout.strip() == "installed"
+    if not present:
+        # daemon.json first, so that a fresh install starts with it and needs no restart.
+        yield from ensure_file(host, DAEMON_JSON, config, describe="daemon.json")
+    elif why := file_differs(host, DAEMON_JSON, config, "0644", "root"):
+        yield Change(
+            f"daemon.json ({why}): restarted docker",
+            ["systemctl restart docker"],
+            files=[FileWrite.of(DAEMON_JSON, config)],
+            then=[DOCKER_ANSWERS],
+            restarts="Docker",
         )
-    installed = ensure_packages(host, packages, "Docker Engine and Compose v2")
-    ensure_service_running(host, "docker")
-    if config_changed and not installed:
-        host.change("restarted docker (daemon.json changed)", "systemctl restart docker")
-    if installed and not host.plan:  # once present, the package check above answers for it
+    else:
+        yield Ok("daemon.json up to date")
+    if settings.docker_source == "docker-repo" and not host.probe(f"test -s {DOCKER_REPO_LIST}").ok:
+        yield Change(
+            "Docker's apt repository added", [" && ".join(docker_repo_commands(distro, codename))]
+        )
+    installed = yield from ensure_packages(host, packages, "Docker Engine and Compose v2")
+    if not installed:
+        yield from ensure_service_running(host, "docker")
+        return
+    # The package starts the daemon; once present, the package check above answers for it.
+    if installed.applied:
         version = host.probe("docker compose version --short").stdout.strip()
         if not version:
             raise SwarmhubError(f"{host.name}: `docker compose` is missing after the install")
-        host.ok(f"docker compose {version}")
+        yield Ok(f"docker compose {version}")
+    else:
+        yield Later("docker compose version: checked after the install (not known before it)")
 
 
 STEP = Step(
@@ -116,4 +155,6 @@ STEP = Step(
     apply=apply,
     parallel=True,
     summary="Docker Engine and Compose v2, daemon.json",
+    on_node_add="node",
+    restarts=True,
 )

@@ -20,11 +20,14 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_file, ensure_packages
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import MAX_PARALLEL, Session, Step
+from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
+from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
 from swarmhub.steps.swarm import host_addresses
+from swarmhub.templates import render
 
 RULES_PATH = "/etc/swarmhub/firewall.nft"
 UNIT_NAME = "swarmhub-firewall.service"
@@ -38,24 +41,6 @@ SWARM_UDP = (7946, 4789)
 # Interfaces of Docker's bridges on a host: containers' own traffic.
 CONTAINER_INTERFACES = ('"docker0"', '"docker_gwbridge"', '"br-*"')
 
-UNIT = f"""\
-# Written by swarmhub (firewall.configure): loads swarmhub's nftables table at boot.
-[Unit]
-Description=swarmhub firewall (nftables table {TABLE})
-Wants=network-pre.target
-Before=network-pre.target docker.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/usr/sbin/nft -f {RULES_PATH}
-ExecReload=/usr/sbin/nft -f {RULES_PATH}
-ExecStop=/usr/sbin/nft delete table {TABLE}
-
-[Install]
-WantedBy=multi-user.target
-"""
-
 
 def _set(name: str, elements: list[str], *, interval: bool = False) -> str:
     flags = " flags interval;" if interval else ""
@@ -65,6 +50,10 @@ def _set(name: str, elements: list[str], *, interval: bool = False) -> str:
 
 def _ports(ports: list[int]) -> str:
     return "{ " + ", ".join(str(p) for p in sorted(set(ports))) + " }"
+
+
+def render_unit() -> str:
+    return render("systemd/swarmhub-firewall.service.j2", table=TABLE, rules_path=RULES_PATH)
 
 
 def render_rules(
@@ -81,81 +70,46 @@ def render_rules(
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
     blocked = [str(network) for network in settings.firewall_blocked_from_users]
-    lines = [
-        f"# Written by swarmhub (firewall.configure) for a host with roles {', '.join(roles)}.",
-        f"# Replaces the table {TABLE} only: Docker's own rules (iptables-nft) stay as they are.",
-        f"table {TABLE}",
-        f"delete table {TABLE}",
-        f"table {TABLE} {{",
+    sets = [
         _set("cluster", sorted(set(cluster))),
         _set("proxy", sorted(set(proxies))),
         _set("blocked_from_users", blocked, interval=True),
-        "",
-        "    chain input {",
-        "        type filter hook input priority filter; policy drop;",
-        '        iif "lo" accept',
-        "        ct state established,related accept",
-        "        ct state invalid drop",
-        "        meta l4proto { icmp, ipv6-icmp } accept",
-        '        udp sport 67 udp dport 68 accept comment "DHCP"',
-        f'        tcp dport {_ports(public)} accept comment "from anywhere"',
-        f"        ip saddr @cluster tcp dport {_ports(internal_tcp)} accept",
-        f"        ip saddr @cluster udp dport {_ports(list(SWARM_UDP))} accept",
     ]
-    if "hub" in roles:
-        lines.append(f'        ip saddr @proxy tcp dport {CHP_PORT} accept comment "chp"')
-    lines += [
-        "    }",
-        "",
-        "    chain forward {",
-        "        type filter hook forward priority filter; policy accept;",
-        '        ct state new ip daddr @blocked_from_users drop comment "e.g. cloud metadata"',
-        f"        ct state new iifname {{ {', '.join(CONTAINER_INTERFACES)} }} ip daddr @cluster "
-        "jump from_containers",
-        "        ct state new ct status dnat jump published",
-        "    }",
-        "",
-        "    # Containers (users' servers) to the cluster's hosts: their traffic leaves with the",
-        "    # node's address, so the cluster's own ports (registry, swarm) are closed to them.",
-        "    chain from_containers {",
-        f"        tcp dport {_ports(public_anywhere + list(settings.firewall_cluster_tcp_ports))} "
-        "return",
-        "        drop",
-        "    }",
-        "",
-        "    # New connections to ports Docker publishes, matched by their original port.",
-        "    chain published {",
-        f"        iifname {{ {', '.join(CONTAINER_INTERFACES)} }} return",
-        f"        meta l4proto tcp ct original proto-dst {_ports(public)} return",
-    ]
-    if "hub" in roles:
-        lines.append(
-            f"        meta l4proto tcp ct original proto-dst {CHP_PORT} ip saddr @proxy return"
-        )
-    lines += ["        drop", "    }", "}"]
-    return "\n".join(lines) + "\n"
+    return render(
+        "firewall/swarmhub.nft.j2",
+        roles=roles,
+        table=TABLE,
+        sets="\n".join(sets),
+        public=_ports(public),
+        internal_tcp=_ports(internal_tcp),
+        swarm_udp=_ports(list(SWARM_UDP)),
+        hub="hub" in roles,
+        chp_port=CHP_PORT,
+        containers="{ " + ", ".join(CONTAINER_INTERFACES) + " }",
+        from_containers=_ports(public_anywhere + list(settings.firewall_cluster_tcp_ports)),
+    )
 
 
-def cluster_addresses(session: Session) -> dict[str, list[str]]:
-    """Each host's own IPv4 addresses (probed once per run)."""
+def cluster_addresses(ctx: StepContext) -> dict[str, list[str]]:
+    """Each host's own IPv4 addresses (probed once per run, every host at once)."""
 
-    def addresses_of(host: Host) -> list[str]:
+    def addresses_of(host: HostView) -> list[str]:
         return host_addresses(host.probe("ip -4 -o addr show scope global", sudo=False).stdout)
 
     def probe() -> dict[str, list[str]]:
-        # Connected in this thread, which holds the session's lock (remember); the probes,
-        # one per host, then run at once.
-        hosts = session.connect(session.settings.hosts)
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
-            found = dict(zip(session.settings.hosts, pool.map(addresses_of, hosts), strict=True))
+        names = list(ctx.settings.hosts)
+        ctx.session.connect(names)  # in this thread, which holds the session's lock
+        views = [ctx.view(name) for name in names]
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(views))) as pool:
+            found = dict(zip(names, pool.map(addresses_of, views), strict=True))
         for name, addresses in found.items():
             if not addresses:
                 raise SwarmhubError(f"{name}: no global IPv4 address found for the firewall")
-        if session.settings.hub_address:
-            found[session.settings.hub_host].append(session.settings.hub_address)
+        if ctx.settings.hub_address:
+            found[ctx.settings.hub_host].append(ctx.settings.hub_address)
         return found
 
-    return session.remember("cluster_addresses", probe)
+    return ctx.remember("cluster_addresses", probe)
 
 
 def docker_tcp_listeners(ss_output: str) -> list[str]:
@@ -171,11 +125,11 @@ def docker_tcp_listeners(ss_output: str) -> list[str]:
     return found
 
 
-def check_docker_api(host: Host) -> None:
+def check_docker_api(host: HostView) -> Steps:
     """Docker's API is on its Unix socket only: a TCP listener is root for anyone reaching it."""
     found = host.probe("command -v dockerd >/dev/null && echo dockerd && ss -Hltnp").stdout
     if not found.startswith("dockerd"):
-        host.ok("no Docker on this host")
+        yield Ok("no Docker on this host")
         return
     listeners = docker_tcp_listeners(found)
     if listeners:
@@ -184,48 +138,56 @@ def check_docker_api(host: Host) -> None:
             "tcp:// entry from `hosts` in /etc/docker/daemon.json or `-H tcp://` from the "
             "docker unit, then restart docker"
         )
-    host.ok("Docker's API on its Unix socket only")
-
-
-# The unit enabled? active? our table loaded? One round trip, as key=value lines.
-FIREWALL_STATE = (
-    f"echo enabled=$(systemctl is-enabled {UNIT_NAME} 2>/dev/null); "
-    f"echo active=$(systemctl is-active {UNIT_NAME} 2>/dev/null); "
-    f"nft list table {TABLE} >/dev/null 2>&1 && echo loaded=yes || echo loaded=no"
-)
+    yield Ok("Docker's API on its Unix socket only")
 
 
 def firewall_state(output: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    words = output.split()
+    return {
+        "enabled": words[0] if words else "",
+        "active": words[1] if len(words) > 1 else "",
+        "loaded": words[2] if len(words) > 2 else "no",
+    }
 
 
-def apply(session: Session, host: Host) -> None:
-    check_docker_api(host)
-    addresses = cluster_addresses(session)
+def apply(ctx: StepContext, host: HostView) -> Steps:
+    yield from check_docker_api(host)
+    addresses = cluster_addresses(ctx)
     everyone = [a for found in addresses.values() for a in found]
-    rules = render_rules(
-        session.settings, host.roles, everyone, addresses[session.settings.proxy_host]
+    rules = render_rules(ctx.settings, host.roles, everyone, addresses[ctx.settings.proxy_host])
+    yield from ensure_packages(host, ["nftables"], "the firewall")
+    rules_why = file_differs(host, RULES_PATH, rules, "0600", "root")
+    unit = render_unit()
+    unit_why = file_differs(host, UNIT_PATH, unit, "0644", "root")
+    # The unit enabled? active? our table loaded? One round trip.
+    state = firewall_state(
+        host.probe(
+            f"{unit_state_command(UNIT_NAME)}; nft list table {TABLE} >/dev/null 2>&1 "
+            "&& echo yes || echo no"
+        ).stdout
     )
-    ensure_packages(host, ["nftables"], "the firewall")
-    changed = ensure_file(host, RULES_PATH, rules, mode="0600", describe="firewall rules")
-    unit_changed = ensure_file(host, UNIT_PATH, UNIT, describe=UNIT_NAME)
-    if unit_changed:
-        host.change("systemd knows the firewall unit", "systemctl daemon-reload")
-    state = firewall_state(host.probe(FIREWALL_STATE).stdout)
-    if state.get("enabled") == "enabled":
-        host.ok(f"{UNIT_NAME} enabled at boot")
-    else:
-        host.change(f"{UNIT_NAME} enabled at boot", f"systemctl enable {UNIT_NAME}")
-    loaded = state.get("loaded") == "yes"
-    active = state.get("active") == "active"
-    if loaded and active and not changed:
-        host.ok(f"firewall loaded ({TABLE})")
-        return
-    if not active:
-        host.change("firewall loaded", f"systemctl start {UNIT_NAME}")
-    else:
+    files, commands, parts = [], [], []
+    if rules_why:
+        files.append(FileWrite.of(RULES_PATH, rules, mode="0600"))
+        parts.append(f"rules written ({rules_why})")
+    if unit_why:
+        files.append(FileWrite.of(UNIT_PATH, unit))
+        commands.append("systemctl daemon-reload")
+        parts.append(f"{UNIT_NAME} written ({unit_why})")
+    if state["enabled"] != "enabled":
+        commands.append(f"systemctl enable {UNIT_NAME}")
+        parts.append(f"{UNIT_NAME} enabled at boot")
+    if state["active"] != "active":
+        commands.append(f"systemctl start {UNIT_NAME}")
+        parts.append("firewall loaded")
+    elif rules_why or state["loaded"] != "yes":
         # `nft -f` replaces the table in one transaction: no moment without rules.
-        host.change("firewall rules replaced", f"nft -f {RULES_PATH}")
+        commands.append(f"nft -f {RULES_PATH}")
+        parts.append("firewall rules replaced")
+    if not parts:
+        yield Ok(f"firewall loaded ({TABLE}), enabled at boot")
+        return
+    yield Change("firewall: " + ", ".join(parts), commands, files=files)
 
 
 STEP = Step(
@@ -234,4 +196,5 @@ STEP = Step(
     apply=apply,
     parallel=True,
     summary="nftables: SSH (and 80/443 on the proxy) from anywhere, the rest cluster-only",
+    on_node_add="all",
 )

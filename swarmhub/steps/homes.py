@@ -29,15 +29,12 @@ import re
 import shlex
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import (
-    ensure_file,
-    ensure_packages,
-    file_digest,
-    sha256,
-)
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps
+from swarmhub.runbook.ensure import ensure_file, ensure_packages, file_differs
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
+from swarmhub.templates import render
 
 # On every host that mounts the homes (nodes; the hub when storage is elsewhere).
 CLIENT_DIR = "/etc/swarmhub/homes"
@@ -148,10 +145,11 @@ def exports_file(settings: Settings, clients: list[str]) -> str:
         f"rw,sync,no_subtree_check,all_squash,anonuid={settings.home_uid},"
         f"anongid={settings.home_gid}"
     )
-    entries = " ".join(f"{client}({options})" for client in clients)
-    return (
-        "# Written by swarmhub (homes.storage). All access squashed to the homes' owner.\n"
-        f"{settings.homes_dir} {entries}\n"
+    return render(
+        "homes/swarmhub-homes.exports.j2",
+        homes_dir=settings.homes_dir,
+        clients=clients,
+        options=options,
     )
 
 
@@ -187,30 +185,21 @@ def mount_unit(settings: Settings) -> str:
                 "negative_timeout=0",
             ]
         )
-    return (
-        f"# Written by swarmhub (homes.mount): the users' homes from {storage}.\n"
-        "[Unit]\n"
-        f"Description=swarmhub home directories from {storage} ({settings.homes_backend})\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target\n"
-        "\n"
-        "[Mount]\n"
-        f"What={what}\n"
-        f"Where={homes}\n"
-        f"Type={kind}\n"
-        f"Options={options}\n"
-        "TimeoutSec=30\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=remote-fs.target\n"
+    return render(
+        "systemd/homes.mount.j2",
+        storage=storage,
+        backend=settings.homes_backend,
+        what=what,
+        homes_dir=homes,
+        kind=kind,
+        options=options,
     )
 
 
 def docker_after_mount(settings: Settings) -> str:
     """A drop-in for docker.service: start after the homes are mounted (after a reboot,
     a server must not bind an empty directory)."""
-    unit = mount_unit_name(settings.homes_dir)
-    return f"# Written by swarmhub (homes.mount).\n[Unit]\nWants={unit}\nAfter={unit}\n"
+    return render("systemd/docker-after-homes.conf.j2", unit=mount_unit_name(settings.homes_dir))
 
 
 def mounted_command(path: str) -> str:
@@ -270,12 +259,7 @@ ROOT_BY_KEY = ("prohibit-password", "without-password", "forced-commands-only", 
 def sshd_root_drop_in() -> str:
     """Where sshd refuses root (PermitRootLogin no, as hardened images have it): root may log
     in with a key that has a forced command, and only so (the homes key runs SFTP only)."""
-    return (
-        "# Written by swarmhub (homes.storage): the nodes' sshfs logs in as root with a key\n"
-        "# whose forced command runs only the SFTP server, as the homes' owner.\n"
-        "Match User root\n"
-        "    PermitRootLogin forced-commands-only\n"
-    )
+    return render("homes/sshd-root-forced-commands.conf")
 
 
 def root_login_command() -> str:
@@ -283,27 +267,31 @@ def root_login_command() -> str:
     return "sshd -T -C user=root,host=localhost,addr=127.0.0.1 | grep -i '^permitrootlogin '"
 
 
-def ensure_root_login(storage: Host) -> None:
+def ensure_root_login(storage: HostView) -> Steps:
     """sshd lets root in by key for the forced command: Debian's default prohibit-password
     does; where it is `no`, a drop-in allows forced-commands-only for root, nothing more."""
-    if file_digest(storage, SSHD_DROP_IN) == sha256(sshd_root_drop_in()):
-        storage.ok("sshd lets root in for forced commands only (homes)")
+    drop_in = sshd_root_drop_in()
+    if not file_differs(storage, SSHD_DROP_IN, drop_in, "0644", "root"):
+        yield Ok("sshd lets root in for forced commands only (homes)")
         return
     words = storage.probe(root_login_command()).stdout.split()
     setting = words[1].lower() if len(words) == 2 else "unknown"
     if setting in ROOT_BY_KEY:
-        storage.ok(f"sshd lets root in by key ({setting})")
+        yield Ok(f"sshd lets root in by key ({setting})")
         return
     if setting != "no":
         raise SwarmhubError(
             f"{storage.name}: cannot read sshd's PermitRootLogin ({setting}): check `sshd -T` "
             "there, or use HOMES_BACKEND=nfs"
         )
-    ensure_file(storage, SSHD_DROP_IN, sshd_root_drop_in(), describe="sshd: root by forced key")
-    storage.change("sshd reloaded", "sshd -t && systemctl reload ssh")
+    yield Change(
+        "sshd: root by forced key only (drop-in), reloaded",
+        ["sshd -t && systemctl reload ssh"],
+        files=[FileWrite.of(SSHD_DROP_IN, drop_in)],
+    )
 
 
-def check_hub_database_local(settings: Settings, hub: Host) -> None:
+def check_hub_database_local(settings: Settings, hub: HostView) -> Steps:
     """The hub's SQLite database is on the hub's own disk (SQLite on NFS locks badly)."""
     fstype = hub.probe(filesystem_command(settings.hub_data_dir)).stdout.strip()
     if fstype.startswith("fuse") or fstype in NETWORK_FILESYSTEMS:
@@ -311,39 +299,41 @@ def check_hub_database_local(settings: Settings, hub: Host) -> None:
             f"{hub.name}: the hub's database directory {settings.hub_data_dir} is on {fstype}: "
             "SQLite must stay on the hub's local disk: move HUB_DIR to a local file system"
         )
-    hub.ok(f"hub database on the hub's own disk ({fstype})")
+    yield Ok(f"hub database on the hub's own disk ({fstype})")
 
 
-def ensure_exports(settings: Settings, storage: Host) -> None:
+def ensure_exports(settings: Settings, storage: HostView) -> Steps:
     """The storage host exports the homes to every client of the env file (a node added
-    later included) and runs the NFS server."""
+    later included) and runs the NFS server. Declared on the storage host, also when the
+    homes mount step of a node asks for it."""
     wanted = exports_file(settings, clients(settings))
-    if ensure_file(storage, EXPORTS_FILE, wanted, describe="homes export"):
-        storage.change("exports reloaded", "exportfs -ra")
+    yield from ensure_file(
+        storage, EXPORTS_FILE, wanted, describe="homes export", then=("exportfs -ra",)
+    )
     if storage.probe("systemctl is-active nfs-server").stdout.strip() == "active":
-        storage.ok("nfs-server running")
+        yield Ok("nfs-server running")
     else:
-        storage.change("started nfs-server", "systemctl enable --now nfs-server")
+        yield Change("started nfs-server", ["systemctl enable --now nfs-server"])
 
 
-def ensure_homes_directory(settings: Settings, storage: Host) -> None:
+def ensure_homes_directory(settings: Settings, storage: HostView) -> Steps:
     """HOMES_DIR belongs to the homes' owner: the hub makes users' directories in it through
     the mount (as HOME_UID, squashed or by the SFTP server) when storage is apart."""
     path = shlex.quote(settings.homes_dir)
     owner = f"{settings.home_uid}:{settings.home_gid}"
     if storage.probe(f"stat -c '%a %u:%g' {path}").stdout.split() == ["755", owner]:
-        storage.ok(f"directory {settings.homes_dir} ({owner})")
+        yield Ok(f"directory {settings.homes_dir} ({owner})")
         return
-    storage.change(
+    yield Change(
         f"directory {settings.homes_dir} (0755, {owner})",
-        f"mkdir -p {path} && chmod 0755 {path} && chown {owner} {path}",
+        [f"mkdir -p {path} && chmod 0755 {path} && chown {owner} {path}"],
     )
 
 
-def apply_storage(session: Session, storage: Host) -> None:
-    settings = session.settings
+def apply_storage(ctx: StepContext, storage: HostView) -> Steps:
+    settings = ctx.settings
     backend = settings.homes_backend
-    ensure_packages(storage, PACKAGES[(backend, "storage")], f"homes over {backend}")
+    yield from ensure_packages(storage, PACKAGES[(backend, "storage")], f"homes over {backend}")
     mounted = storage.probe(mounted_command(settings.homes_dir)).stdout.split()
     if mounted:
         raise SwarmhubError(
@@ -354,101 +344,120 @@ def apply_storage(session: Session, storage: Host) -> None:
     unit = f"/etc/systemd/system/{mount_unit_name(settings.homes_dir)}"
     if storage.probe(f"test -e {unit} -o -e {DOCKER_DROP_IN}").ok:
         # a former client: its unit would mount the homes over themselves at the next boot
-        storage.change(
+        yield Change(
             "removed the homes mount of a former client (this host keeps the homes now)",
-            f"systemctl disable {mount_unit_name(settings.homes_dir)} 2>/dev/null; "
-            f"rm -f {unit} {DOCKER_DROP_IN} && systemctl daemon-reload",
+            [
+                f"systemctl disable {mount_unit_name(settings.homes_dir)} 2>/dev/null; "
+                f"rm -f {unit} {DOCKER_DROP_IN} && systemctl daemon-reload"
+            ],
         )
-    ensure_homes_directory(settings, storage)
+    yield from ensure_homes_directory(settings, storage)
     if backend == "nfs":
-        ensure_exports(settings, storage)
+        yield from ensure_exports(settings, storage)
         return
-    ensure_root_login(storage)
+    yield from ensure_root_login(storage)
     key = storage_key_path(settings)
-    if storage.probe(f"test -s {key} && test -s {key}.pub").ok:
-        storage.ok("homes key kept")
+    public = storage.read(f"{key}.pub")
+    if public and storage.probe(f"test -s {key}").ok:
+        yield Ok("homes key kept")
     else:
-        storage.change("generated the homes key (sshfs)", keygen_command(key))
-    if storage.plan and not storage.probe(f"test -s {key}.pub").ok:
-        storage.changed("root's authorized_keys: the homes key, SFTP only")
-        return
-    line = authorized_key_line(settings, storage.run(f"cat {key}.pub").stdout)
+        made = yield Change("generated the homes key (sshfs)", [keygen_command(key)])
+        if not made.applied:
+            yield Later("root's authorized_keys: the homes key, SFTP only (once it is made)")
+            return
+        public = storage.read(f"{key}.pub")
+    line = authorized_key_line(settings, public)
     if storage.probe(f"grep -qxF {shlex.quote(line)} /root/.ssh/authorized_keys").ok:
-        storage.ok("homes key allowed (SFTP in the homes only)")
+        yield Ok("homes key allowed (SFTP in the homes only)")
     else:
-        storage.change("root's authorized_keys: the homes key, SFTP only", authorize_command(line))
+        yield Change("root's authorized_keys: the homes key, SFTP only", [authorize_command(line)])
 
 
-def client_files(session: Session) -> tuple[str, str]:
-    """(private key, known_hosts) for the sshfs clients, read once from the storage host."""
+def client_files(ctx: StepContext) -> tuple[str, str] | None:
+    """(private key, known_hosts) for the sshfs clients, read once from the storage host;
+    None while the storage host has no key yet (plan mode, before homes.storage)."""
 
-    def read() -> tuple[str, str]:
-        settings = session.settings
-        storage = session.host(settings.storage_name)
-        key = storage.run(f"cat {storage_key_path(settings)}").stdout
-        host_key = storage.run("cat /etc/ssh/ssh_host_ed25519_key.pub").stdout
+    def read() -> tuple[str, str] | None:
+        settings = ctx.settings
+        storage = ctx.view(settings.storage_name)
+        key = storage.read(storage_key_path(settings))
+        host_key = storage.read("/etc/ssh/ssh_host_ed25519_key.pub")
+        if not key or not host_key:
+            return None
         return key, known_hosts_line(settings.storage_name, settings.ssh_port, host_key)
 
-    return session.remember("homes_client_files", read)
+    return ctx.remember("homes_client_files", read)
 
 
-def apply_mount(session: Session, client: Host) -> None:
-    settings = session.settings
+def apply_mount(ctx: StepContext, client: HostView) -> Steps:
+    settings = ctx.settings
     if "hub" in client.roles:
-        check_hub_database_local(settings, client)
+        yield from check_hub_database_local(settings, client)
     if client.name == settings.storage_name:
-        client.ok(f"homes are local here ({settings.homes_dir})")
+        yield Ok(f"homes are local here ({settings.homes_dir})")
         return
     backend = settings.homes_backend
-    ensure_packages(client, PACKAGES[(backend, "client")], f"homes over {backend}")
-    changed = False
-    if backend == "nfs":  # nodes.add runs this alone: the export must name the new node
-        storage = session.host(settings.storage_name)
-        session.remember("homes_exports", lambda: ensure_exports(settings, storage))
-    else:
-        if (
-            client.plan
-            and not session.host(settings.storage_name)
-            .probe(f"test -s {storage_key_path(settings)}")
-            .ok
-        ):
-            client.changed("homes key and the storage host's key")
-        else:
-            key, known_hosts = client_files(session)
-            changed |= ensure_file(
-                client, CLIENT_KEY, key, mode="0600", describe="homes key (storage login)"
+    yield from ensure_packages(client, PACKAGES[(backend, "client")], f"homes over {backend}")
+    files: list[FileWrite] = []
+    if backend == "nfs":
+        # nodes.add runs this alone: the export must name the new node (declared there).
+        storage = ctx.view(settings.storage_name)
+        wanted = exports_file(settings, clients(settings))
+        if file_differs(storage, EXPORTS_FILE, wanted, "0644", "root"):
+            yield Change(
+                f"homes export names {client.name}",
+                ["exportfs -ra"],
+                files=[FileWrite.of(EXPORTS_FILE, wanted)],
+                host=storage.name,
             )
-            changed |= ensure_file(client, CLIENT_KNOWN_HOSTS, known_hosts, mode="0644")
+    else:
+        found = client_files(ctx)
+        if found is None and not ctx.changes_pending:
+            raise SwarmhubError(
+                f"{settings.storage_name}: the homes key is missing: run homes.setup (the "
+                "storage host's part) first"
+            )
+        if found is None:
+            yield Later("the homes key and the storage host's key: read once homes.storage ran")
+        else:
+            key, known_hosts = found
+            if file_differs(client, CLIENT_KEY, key, "0600", "root"):
+                files.append(FileWrite.of(CLIENT_KEY, key, mode="0600"))
+            if file_differs(client, CLIENT_KNOWN_HOSTS, known_hosts, "0644", "root"):
+                files.append(FileWrite.of(CLIENT_KNOWN_HOSTS, known_hosts))
     unit = mount_unit_name(settings.homes_dir)
-    changed |= ensure_file(client, f"/etc/systemd/system/{unit}", mount_unit(settings))
-    changed |= ensure_file(
-        client,
-        DOCKER_DROP_IN,
-        docker_after_mount(settings),
-        describe="docker starts after the homes mount",
-    )
+    for path, content in (
+        (f"/etc/systemd/system/{unit}", mount_unit(settings)),
+        (DOCKER_DROP_IN, docker_after_mount(settings)),
+    ):
+        if file_differs(client, path, content, "0644", "root"):
+            files.append(FileWrite.of(path, content))
     # One round trip: the unit enabled at boot? then what is mounted there.
     state = client.probe(
         f"echo $(systemctl is-enabled {unit} 2>/dev/null); {mounted_command(settings.homes_dir)}"
     ).stdout.split("\n", 1)
     enabled = state[0].strip() == "enabled"
-    found = state[1].split() if len(state) > 1 else []
-    if not changed and found == expected_mount(settings) and enabled:
-        client.ok(f"homes mounted from {settings.storage_name} ({backend})")
+    found_mount = state[1].split() if len(state) > 1 else []
+    if not files and found_mount == expected_mount(settings) and enabled:
+        yield Ok(f"homes mounted from {settings.storage_name} ({backend})")
         return
-    start = "restart" if found else "start"
-    client.change(
-        f"homes mounted from {settings.storage_name} at {settings.homes_dir} ({backend})",
-        f"mkdir -p {shlex.quote(settings.homes_dir)} && systemctl daemon-reload && "
-        f"systemctl enable {unit} && systemctl {start} {unit}",
+    start = "restart" if found_mount else "start"
+    described = ", ".join(f.path.rsplit("/", 1)[-1] for f in files)
+    yield Change(
+        f"homes mounted from {settings.storage_name} at {settings.homes_dir} ({backend})"
+        + (f": wrote {described}" if described else ""),
+        [
+            f"mkdir -p {shlex.quote(settings.homes_dir)} && systemctl daemon-reload && "
+            f"systemctl enable {unit} && systemctl {start} {unit}",
+            f"test \"$({mounted_command(settings.homes_dir)} | awk '{{print $1, $2}}')\" = "
+            f"{shlex.quote(' '.join(expected_mount(settings)))} || {{ echo '{settings.homes_dir} "
+            f"is not mounted from {settings.storage_name} after starting {unit}: see "
+            f"journalctl -u {unit}' >&2; exit 1; }}",
+        ],
+        files=files,
+        # A mount started again under running servers leaves their bind mounts stale.
+        restarts="the homes mount" if found_mount else "",
     )
-    if not client.plan:
-        found = client.probe(mounted_command(settings.homes_dir)).stdout.split()
-        if found != expected_mount(settings):
-            raise SwarmhubError(
-                f"{client.name}: {settings.homes_dir} is not mounted from "
-                f"{settings.storage_name} after starting {unit}: see journalctl -u {unit}"
-            )
 
 
 STORAGE = Step(
@@ -463,4 +472,26 @@ MOUNT = Step(
     apply=apply_mount,
     parallel=True,
     summary="the homes mounted where users' servers run (and on the hub, when apart)",
+    on_node_add="node",
+    restarts=True,
+)
+
+
+def usage(ctx: StepContext, storage: HostView) -> Steps:
+    """The bytes each home uses (a probe: `du` on the storage host), as usage_command prints."""
+    result = storage.probe(usage_command(ctx.settings))
+    if result.failed:
+        raise SwarmhubError(
+            f"{storage.name}: cannot read the homes' sizes in {ctx.settings.homes_dir}: "
+            f"{(result.stderr.strip() or 'exit ' + str(result.exited)).splitlines()[-1]}"
+        )
+    yield from ()
+    return result.stdout
+
+
+USAGE = Step(
+    name="homes.usage",
+    roles=frozenset({"storage"}),
+    apply=usage,
+    summary="each home's size on the storage host",
 )

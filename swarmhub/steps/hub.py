@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-import time
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_secret
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
-from swarmhub.settings import OAUTH_AUTHENTICATORS, PROJECT_ROOT, Settings, names_in_file
+from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
+from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.settings import OAUTH_AUTHENTICATORS, Settings, names_in_file
 from swarmhub.steps.images import chp_ref, image_present, image_ref
+from swarmhub.templates import render
 
-TEMPLATES = PROJECT_ROOT / "compose" / "hub"
 CONTAINERS = ("chp", "jupyterhub", "cull")
 # name of the secret file -> the variables each container's env file gives it
 SECRETS = ("cookie_secret", "proxy_token", "crypt_key", "culler_token")
@@ -100,19 +98,15 @@ def auth_env(settings: Settings) -> str:
 
 
 def hub_config() -> str:
-    return (TEMPLATES / "jupyterhub_config.py").read_text()
+    return render("hub/jupyterhub_config.py")
 
 
 def render_compose(settings: Settings) -> str:
     digest = hashlib.sha256(
         (hub_config() + hub_settings_env(settings) + auth_env(settings)).encode()
     ).hexdigest()[:16]
-    environment = Environment(
-        loader=FileSystemLoader(str(TEMPLATES)),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template("compose.yml.j2").render(
+    return render(
+        "hub/compose.yml.j2",
         hub_image=image_ref(settings, "hub"),
         chp_image=chp_ref(settings),
         config_digest=digest,
@@ -125,69 +119,96 @@ def render_compose(settings: Settings) -> str:
 
 
 def secret_env_command(secrets_dir: str, filename: str, variables: dict[str, str]) -> str:
-    """Assemble a container's env file from the secret files, on the hub (never shown)."""
+    """Assemble a container's env file from the secret files, on the hub (never shown); made
+    beside it and renamed, so that a run cut short never leaves half a file that looks made."""
     target = shlex.quote(f"{secrets_dir}/{filename}")
     parts = [f'echo "{var}=$(cat {secrets_dir}/{src})"' for var, src in variables.items()]
-    return f"umask 077 && {{ {'; '.join(parts)}; }} > {target} && chmod 600 {target}"
+    return (
+        f"umask 077 && {{ {'; '.join(parts)}; }} > {target}.new && chmod 600 {target}.new "
+        f"&& mv -f {target}.new {target}"
+    )
 
 
-def running_containers(host: Host, directory: str) -> set[str]:
+def running_containers(host: HostView, directory: str) -> set[str]:
     out = host.probe(
         f"cd {directory} && docker compose ps --status running --format '{{{{.Name}}}}'"
     ).stdout
     return set(out.split())
 
 
-def wait_for_hub(host: Host, timeout: float = 120) -> None:
-    """The hub answers through chp on port 8000 (its API's version endpoint)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if host.probe("curl -fsS -o /dev/null http://127.0.0.1:8000/hub/api/", sudo=False).ok:
-            return
-        time.sleep(1)
-    logs = host.probe("docker logs --tail 5 jupyterhub 2>&1").stdout.strip().replace("\n", " | ")
-    raise SwarmhubError(f"{host.name}: the hub did not answer within {timeout:.0f} s: {logs}")
+def hub_answers(timeout: float = 120) -> Wait:
+    """Then: the hub answers through chp on port 8000 (its API's version endpoint)."""
+    return Wait(
+        "the hub answers through chp",
+        "curl -fsS -o /dev/null http://127.0.0.1:8000/hub/api/",
+        timeout=timeout,
+        sudo=False,
+        explain="docker logs --tail 5 jupyterhub 2>&1",
+    )
 
 
-def apply(session: Session, hub: Host) -> None:
-    settings = session.settings
+def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tuple[str, str, str]]:
+    """(path, content, mode) of every file the hub stack reads."""
+    return [
+        (f"{secrets_dir}/auth.env", auth_env(settings), "0600"),
+        (f"{directory}/hub.env", hub_settings_env(settings), "0644"),
+        (f"{directory}/jupyterhub_config.py", hub_config(), "0644"),
+        (f"{directory}/compose.yml", render_compose(settings), "0644"),
+    ]
+
+
+def apply(ctx: StepContext, hub: HostView) -> Steps:
+    settings = ctx.settings
     directory = settings.hub_dir
     secrets_dir = f"{directory}/secrets"
-    changed = ensure_directory(hub, directory, "0755")
-    changed |= ensure_directory(hub, secrets_dir, "0700")
-    changed |= ensure_directory(hub, f"{directory}/data", "0700")
+    changed = False
+    for path, mode in ((directory, "0755"), (secrets_dir, "0700"), (f"{directory}/data", "0700")):
+        changed |= bool((yield from ensure_directory(hub, path, mode)))
     for name in SECRETS:
-        changed |= ensure_secret(hub, f"{secrets_dir}/{name}")
+        changed |= bool((yield from ensure_secret(hub, f"{secrets_dir}/{name}")))
     for filename, variables in SECRET_ENV_FILES.items():
         path = f"{secrets_dir}/{filename}"
         if hub.probe(f"test -s {path}").ok:
-            hub.ok(f"secrets for {filename}")
+            yield Ok(f"secrets for {filename}")
         else:
-            changed |= hub.change(
-                f"secrets for {filename}", secret_env_command(secrets_dir, filename, variables)
+            changed = True
+            yield Change(
+                f"secrets for {filename}", [secret_env_command(secrets_dir, filename, variables)]
             )
-    changed |= ensure_file(
-        hub, f"{secrets_dir}/auth.env", auth_env(settings), mode="0600", describe="login secrets"
-    )
-    changed |= ensure_file(hub, f"{directory}/hub.env", hub_settings_env(settings))
-    changed |= ensure_file(hub, f"{directory}/jupyterhub_config.py", hub_config())
-    changed |= ensure_file(hub, f"{directory}/compose.yml", render_compose(settings))
-    if hub.plan:
-        return
+    files = []
+    for path, content, mode in hub_files(settings, secrets_dir, directory):
+        if why := file_differs(hub, path, content, mode, "root"):
+            files.append((path, content, mode, why))
+        else:
+            yield Ok(f"{path} up to date")
     for name, ref in (
         ("hub", image_ref(settings, "hub")),
         ("user", image_ref(settings, "user")),
         ("chp", chp_ref(settings)),
     ):
-        if not image_present(hub, ref):
+        if image_present(hub, ref):
+            continue
+        if not ctx.changes_pending:
             raise SwarmhubError(f"{hub.name}: the {name} image {ref} is missing: run images.build")
+        yield Later(f"the {name} image {ref}: built by images.build first")
     running = running_containers(hub, directory)
-    if not changed and running >= set(CONTAINERS):
-        hub.ok(f"hub stack running ({', '.join(CONTAINERS)})")
+    if not changed and not files and running >= set(CONTAINERS):
+        yield Ok(f"hub stack running ({', '.join(CONTAINERS)})")
         return
-    hub.run(f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull")
-    wait_for_hub(hub)
-    hub.changed("hub stack up: " + ", ".join(sorted(set(CONTAINERS) - running) or ["updated"]))
+    what = [f"wrote {p.rsplit('/', 1)[-1]} ({why})" for p, _, _, why in files]
+    stopped = sorted(set(CONTAINERS) - running)
+    what.append("started " + ", ".join(stopped) if stopped else "compose up")
+    # Compose recreates only the containers whose definition changed: the hub's config digest
+    # label restarts the hub alone when its configuration changed; chp keeps its routes.
+    yield Change(
+        "hub stack: " + "; ".join(what),
+        [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull"],
+        files=[FileWrite.of(p, c, mode=m) for p, c, m, _ in files],
+        then=[hub_answers()],
+        restarts="the hub (JupyterHub; chp and students' servers keep running)"
+        if files or "jupyterhub" in stopped
+        else "",
+    )
 
 
 STEP = Step(

@@ -10,31 +10,35 @@ import shlex
 
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
+from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import PROJECT_ROOT, Settings
 from swarmhub.steps.docker_engine import registry_address
+from swarmhub.templates import serialize
 
 IMAGES_DIR = PROJECT_ROOT / "images"
 IMAGE_NAMES = ("hub", "user")
 BASE_SUITE = "trixie"
 LOCAL_BASE = f"swarmhub/debian:{BASE_SUITE}"
 REGISTRY_CONFIG_PATH = "/etc/docker/registry/config.yml"
-REGISTRY_CONFIG = """\
-# Written by swarmhub (images.distribute): images for the nodes, on the private network only.
-version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  filesystem:
-    rootdirectory: /var/lib/docker-registry
-  delete:
-    enabled: true
-http:
-  addr: :{port}
-"""
+
+
+def registry_config(settings: Settings) -> str:
+    """The registry's config.yml (JSON is YAML): images for the nodes, on the private network
+    only (the firewall keeps its port to the cluster's hosts)."""
+    return serialize(
+        {
+            "version": 0.1,
+            "log": {"fields": {"service": "registry"}},
+            "storage": {
+                "filesystem": {"rootdirectory": "/var/lib/docker-registry"},
+                "delete": {"enabled": True},
+            },
+            "http": {"addr": f":{settings.registry_port}"},
+        }
+    )
 
 
 def extra_ca_pem(settings: Settings) -> str:
@@ -92,14 +96,14 @@ def chp_ref(settings: Settings) -> str:
     return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
 
 
-def ensure_chp_image(session: Session, hub: Host) -> None:
+def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     """chp's tag exists; it is made from the current hub image only when chp's files change."""
-    ref = chp_ref(session.settings)
+    ref = chp_ref(ctx.settings)
     if image_present(hub, ref):
-        hub.ok(f"chp image {ref}")
+        yield Ok(f"chp image {ref}")
         return
-    hub_ref = image_ref(session.settings, "hub")
-    hub.change(f"chp image {ref}", f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}")
+    hub_ref = image_ref(ctx.settings, "hub")
+    yield Change(f"chp image {ref}", [f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}"])
 
 
 def debootstrap_base_commands(suite: str, tag: str) -> str:
@@ -137,110 +141,128 @@ def parallel_build_command(builds: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def image_present(host: Host, ref: str) -> bool:
+def image_present(host: HostView, ref: str) -> bool:
     return host.probe(f"docker image inspect {shlex.quote(ref)} >/dev/null 2>&1").ok
 
 
-def ensure_base_image(session: Session, hub: Host) -> None:
-    settings = session.settings
+def ensure_base_image(ctx: StepContext, hub: HostView) -> Steps:
+    settings = ctx.settings
     base = base_image(settings)
     if settings.image_base != "debootstrap":
-        hub.ok(f"base image {base} (pulled by the build)")
+        yield Ok(f"base image {base} (pulled by the build)")
         return
     if image_present(hub, base):
-        hub.ok(f"base image {base}")
+        yield Ok(f"base image {base}")
         return
-    ensure_packages(hub, ["debootstrap"], "the base of the images")
-    hub.change(
-        f"base image {base} made with debootstrap", debootstrap_base_commands(BASE_SUITE, base)
+    yield from ensure_packages(hub, ["debootstrap"], "the base of the images")
+    # `docker import` tags only once the whole rootfs is in: a killed run leaves no base.
+    yield Change(
+        f"base image {base} made with debootstrap", [debootstrap_base_commands(BASE_SUITE, base)]
     )
 
 
-def ensure_images_built(session: Session, hub: Host) -> None:
+def build_context(settings: Settings, name: str, tag: str) -> str:
+    """Where an image's build context goes on the hub: a folder per tag, so that a run cut
+    short mid-upload leaves nothing another build would pick up."""
+    return f"{settings.hub_dir}/build/{name}-{tag}"
+
+
+def ensure_images_built(ctx: StepContext, hub: HostView) -> Steps:
     """The hub and user images exist on the hub; the missing ones are built side by side."""
-    settings = session.settings
+    settings = ctx.settings
     missing = []
     for name in IMAGE_NAMES:
         ref = image_ref(settings, name)
         if image_present(hub, ref):
-            hub.ok(f"{name} image {ref}")
+            yield Ok(f"{name} image {ref}")
         else:
             missing.append((name, ref))
     if not missing:
         return
-    if hub.plan:
-        for name, ref in missing:
-            hub.changed(f"build the {name} image {ref}")
-        return
-    builds = []
+    builds, files = [], []
     for name, ref in missing:
-        context = f"{settings.hub_dir}/build/{name}"
-        hub.run(f"rm -rf {context} && mkdir -p {context}")
-        files = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
-        for filename, content in files.items():
-            hub.put_text(f"{context}/{filename}", content, mode="0644")
+        context = build_context(settings, name, image_tag(settings, name))
+        context_with_ca = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
+        files += [FileWrite.of(f"{context}/{f}", c) for f, c in context_with_ca.items()]
         builds.append((ref, base_image(settings), context))
     names = " and ".join(name for name, _ in missing)
-    hub.say("build", f"the {names} image{'s' if len(missing) > 1 else ''} (minutes, once)")
-    hub.run(parallel_build_command(builds))
-    for name, ref in missing:
-        hub.changed(f"built the {name} image {ref}")
+    yield Note(f"the {names} image{'s' if len(missing) > 1 else ''}: minutes, once")
+    # `docker build` tags an image only once it is complete: a killed build leaves no tag,
+    # and the next run builds it again.
+    yield Change(
+        f"built the {names} image{'s' if len(missing) > 1 else ''} "
+        f"({', '.join(ref.rsplit(':', 1)[-1] for _, ref in missing)})",
+        [parallel_build_command(builds), f"rm -rf {' '.join(c for _, _, c in builds)}"],
+        files=files,
+    )
 
 
-def build(session: Session, hub: Host) -> None:
-    if session.settings.image_source == "pull":
-        hub.ok("IMAGE_SOURCE=pull: nothing to build")
+def build(ctx: StepContext, hub: HostView) -> Steps:
+    if ctx.settings.image_source == "pull":
+        yield Ok("IMAGE_SOURCE=pull: nothing to build")
         return
-    ensure_base_image(session, hub)
-    ensure_images_built(session, hub)
-    ensure_chp_image(session, hub)
+    yield from ensure_base_image(ctx, hub)
+    yield from ensure_images_built(ctx, hub)
+    yield from ensure_chp_image(ctx, hub)
 
 
-def registry_has(hub: Host, ref: str) -> bool:
+def registry_has(hub: HostView, ref: str) -> bool:
     repository, _, tag = ref.split("/", 1)[1].rpartition(":")
     port = ref.split("/", 1)[0].rsplit(":", 1)[1]
     out = hub.probe(f"curl -fsS http://127.0.0.1:{port}/v2/{repository}/tags/list", sudo=False)
     return out.ok and f'"{tag}"' in out.stdout
 
 
-def serve(session: Session, hub: Host) -> None:
+def serve(ctx: StepContext, hub: HostView) -> Steps:
     """The registry on the hub holds the user image."""
-    settings = session.settings
+    settings = ctx.settings
     if settings.image_source == "pull":
-        pull(session, hub)  # the hub runs the hub image and spawns from the user image
+        yield from pull(ctx, hub)  # the hub runs the hub image and spawns from the user image
         return
-    ensure_packages(hub, ["docker-registry"], "the image registry")
-    config = REGISTRY_CONFIG.format(port=settings.registry_port)
-    changed = ensure_file(hub, REGISTRY_CONFIG_PATH, config, describe="registry config")
-    started = ensure_service_running(hub, "docker-registry")
-    if changed and not started:
-        hub.change(
-            "restarted docker-registry (config changed)", "systemctl restart docker-registry"
+    yield from ensure_packages(hub, ["docker-registry"], "the image registry")
+    config = registry_config(settings)
+    why = file_differs(hub, REGISTRY_CONFIG_PATH, config, "0644", "root")
+    active = running(hub.probe(unit_state_command("docker-registry")).stdout.split())
+    listening = Wait(
+        "the registry answers",
+        f"curl -fsS -o /dev/null http://127.0.0.1:{settings.registry_port}/v2/",
+        timeout=20,
+        interval=0.5,
+    )
+    if why or not active:
+        yield Change(
+            "docker-registry "
+            + ("restarted (config changed)" if active else "started")
+            + (f", config written ({why})" if why else ""),
+            ["systemctl enable docker-registry", "systemctl restart docker-registry"],
+            files=[FileWrite.of(REGISTRY_CONFIG_PATH, config)] if why else [],
+            then=[listening],
         )
+    else:
+        yield Ok("docker-registry running, config up to date")
     ref = image_ref(settings, "user")
-    if not hub.plan:
-        for _ in range(20):  # the registry takes a moment to listen after a (re)start
-            if hub.probe(f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/").ok:
-                break
-            hub.run("sleep 0.5", sudo=False)
     if registry_has(hub, ref):
-        hub.ok(f"registry holds {ref}")
+        yield Ok(f"registry holds {ref}")
         return
-    if not hub.plan and not image_present(hub, ref):
-        raise SwarmhubError(f"{hub.name}: the user image {ref} is not built: run images.build")
-    hub.change(f"pushed {ref} to the registry", f"docker push -q {shlex.quote(ref)} >/dev/null")
+    if not image_present(hub, ref):
+        if not ctx.changes_pending:
+            raise SwarmhubError(f"{hub.name}: the user image {ref} is not built: run images.build")
+        yield Later(f"the user image {ref}: built by images.build first")
+    # The registry lists a tag only once its manifest, pushed last, is in: a push cut short
+    # is pushed again.
+    yield Change(f"pushed {ref} to the registry", [f"docker push -q {shlex.quote(ref)} >/dev/null"])
 
 
-def pull(session: Session, node: Host) -> None:
+def pull(ctx: StepContext, node: HostView) -> Steps:
     """The node has the user image (and, with IMAGE_SOURCE=pull, so has the hub its own)."""
-    settings = session.settings
+    settings = ctx.settings
     names = ["user"] if "node" in node.roles else ["hub", "user"]
     for name in names:
         ref = image_ref(settings, name)
         if image_present(node, ref):
-            node.ok(f"{name} image {ref}")
+            yield Ok(f"{name} image {ref}")
         else:
-            node.change(f"pulled {ref}", f"docker pull -q {shlex.quote(ref)} >/dev/null")
+            yield Change(f"pulled {ref}", [f"docker pull -q {shlex.quote(ref)} >/dev/null"])
 
 
 BUILD = Step(
@@ -250,15 +272,16 @@ BUILD = Step(
     summary="the hub and user images, built once on the hub",
 )
 SERVE = Step(
-    name="images.distribute",
+    name="images.serve",
     roles=frozenset({"hub"}),
     apply=serve,
     summary="the registry on the hub holds the user image",
 )
 PULL = Step(
-    name="images.distribute",
+    name="images.pull",
     roles=frozenset({"node"}),
     apply=pull,
     parallel=True,
     summary="every node has the user image",
+    on_node_add="node",
 )

@@ -12,10 +12,12 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from swarmhub.runbook.ensure import ensure_file, ensure_service_running, ensure_unit_file
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
+from swarmhub.runbook.ensure import ensure_unit, file_differs
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
+from swarmhub.templates import render
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "monitor" / "agent.py"
 AGENT_PATH = "/usr/local/lib/swarmhub/swarmhub-agent"
@@ -53,24 +55,7 @@ def agent_env(settings: Settings, host: str, roles: tuple[str, ...]) -> str:
 
 
 def render_unit() -> str:
-    return f"""\
-# Written by swarmhub (monitor.deploy).
-[Unit]
-Description=swarmhub agent: log shipping and alerts
-After=network-online.target docker.service nginx.service
-Wants=network-online.target
-
-[Service]
-EnvironmentFile={AGENT_ENV}
-ExecStart=/usr/bin/python3 -u {AGENT_PATH}
-Restart=always
-RestartSec=5
-MemoryMax=200M
-Nice=5
-
-[Install]
-WantedBy=multi-user.target
-"""
+    return render("systemd/swarmhub-agent.service.j2", agent_env=AGENT_ENV, agent_path=AGENT_PATH)
 
 
 def remove_command() -> str:
@@ -78,38 +63,26 @@ def remove_command() -> str:
     return f"systemctl disable --now {UNIT} 2>/dev/null; rm -f {files}; systemctl daemon-reload"
 
 
-def apply(session: Session, host: Host) -> None:
-    settings = session.settings
+def apply(ctx: StepContext, host: HostView) -> Steps:
+    settings = ctx.settings
     if not enabled(settings):
         if host.probe(f"test -e {UNIT_PATH}").ok:
-            host.change(
-                "removed the swarmhub-agent (log shipping and alerts are off)", remove_command()
+            yield Change(
+                "removed the swarmhub-agent (log shipping and alerts are off)", [remove_command()]
             )
         else:
-            host.ok("log shipping and alerts off (SYSLOG_URL and ALERT_WEBHOOK_URL empty)")
+            yield Ok("log shipping and alerts off (SYSLOG_URL and ALERT_WEBHOOK_URL empty)")
         return
-    changed = ensure_file(
-        host, AGENT_PATH, AGENT_SOURCE.read_text(), mode="0755", describe="swarmhub-agent"
-    )
-    changed |= ensure_file(
-        host,
-        AGENT_ENV,
-        agent_env(settings, host.name, host.roles),
-        mode="0600",
-        describe="agent settings",
-    )
-    for path, source, what in (
-        (SYSLOG_CA, settings.syslog_ca_file, "syslog server's CA"),
-        (ALERT_CA, settings.alert_ca_file, "webhook's CA"),
-    ):
+    wanted = [
+        FileWrite.of(AGENT_PATH, AGENT_SOURCE.read_text(), mode="0755"),
+        FileWrite.of(AGENT_ENV, agent_env(settings, host.name, host.roles), mode="0600"),
+    ]
+    for path, source in ((SYSLOG_CA, settings.syslog_ca_file), (ALERT_CA, settings.alert_ca_file)):
         if source is not None:
-            changed |= ensure_file(host, path, source.read_text(), describe=what)
-    unit_changed = ensure_unit_file(host, UNIT_PATH, render_unit(), describe=UNIT)
-    started = ensure_service_running(host, UNIT)
-    if (changed or unit_changed) and not started:
-        host.change(
-            "restarted the swarmhub-agent (new program or settings)", f"systemctl restart {UNIT}"
-        )
+            wanted.append(FileWrite.of(path, source.read_text()))
+    # The agent's program and settings change with the unit: one change restarts it once.
+    files = tuple(f for f in wanted if file_differs(host, f.path, f.content, f.mode, f.owner))
+    yield from ensure_unit(host, UNIT, render_unit(), extra_files=files)
 
 
 STEP = Step(
@@ -118,4 +91,5 @@ STEP = Step(
     apply=apply,
     parallel=True,
     summary="log shipping and alerts (swarmhub-agent), or none when off",
+    on_node_add="node",
 )

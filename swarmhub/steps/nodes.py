@@ -9,21 +9,10 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
-from swarmhub.steps import docker_engine, firewall, homes, images, provision, swarm
-
-# Everything a new node needs, and nothing on any other host.
-# The firewall runs on every host: the others must let the new node in (swarm, registry).
-ADD_STEPS = [
-    provision.STEP,
-    docker_engine.STEP,
-    firewall.STEP,
-    swarm.JOIN,
-    homes.MOUNT,
-    images.PULL,
-]
-ADD_EVERYWHERE = frozenset({firewall.STEP.name})
+from swarmhub.runbook.change import Change, Note, Ok, Steps
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.steps import swarm
 
 # Swarm's availability: "pause" takes no new tasks and keeps the running ones; "drain" also
 # moves the running ones elsewhere (a student's server restarts on another node).
@@ -34,14 +23,14 @@ AVAILABILITY = {
 }
 
 
-def node_availability(hub: Host, node: str) -> str | None:
+def node_availability(hub: HostView, node: str) -> str | None:
     result = hub.probe(
         f"docker node inspect --format '{{{{.Spec.Availability}}}}' {shlex.quote(node)}"
     )
     return result.stdout.strip() if result.ok else None
 
 
-def servers_on(hub: Host, node: str) -> list[str]:
+def servers_on(hub: HostView, node: str) -> list[str]:
     """The users' servers (swarm services jupyter-*) running on ``node``."""
     out = hub.probe(
         f"docker node ps {shlex.quote(node)} --filter desired-state=running "
@@ -50,26 +39,24 @@ def servers_on(hub: Host, node: str) -> list[str]:
     return sorted({line.split(".")[0] for line in out.split() if line.startswith("jupyter-")})
 
 
-def set_availability(session: Session, node: str, availability: str) -> None:
-    hub = session.host(session.settings.hub_host)
+def set_availability(hub: HostView, node: str, availability: str) -> Steps:
     current = node_availability(hub, node)
     if current is None:
         raise SwarmhubError(f"{node} is not a node of the swarm on {hub.name}: see docker node ls")
     if current == availability:
-        hub.ok(f"{node} {AVAILABILITY[availability]} ({availability})")
+        yield Ok(f"{node} {AVAILABILITY[availability]} ({availability})")
         return
-    hub.change(
+    yield Change(
         f"{node} {AVAILABILITY[availability]} ({current} → {availability})",
-        f"docker node update --availability {availability} {shlex.quote(node)}",
+        [f"docker node update --availability {availability} {shlex.quote(node)}"],
     )
 
 
-def remove(session: Session, node: str, force: bool) -> None:
-    hub = session.host(session.settings.hub_host)
+def remove(ctx: StepContext, hub: HostView, node: str, force: bool) -> Steps:
     if node == hub.name:
         raise SwarmhubError(f"{node} is the hub: it cannot be removed as a node")
     if node_availability(hub, node) is None:
-        hub.ok(f"{node} is not in the swarm")
+        yield Ok(f"{node} is not in the swarm")
         return
     running = servers_on(hub, node)
     if running and not force:
@@ -78,14 +65,14 @@ def remove(session: Session, node: str, force: bool) -> None:
             f"invoke nodes.drain {node} --evict first, or nodes.remove {node} --force"
         )
     try:
-        member = session.host(node)
+        member = ctx.view(node)
     except SwarmhubError as error:
-        hub.say("note", f"{node} is unreachable ({error.reason}); removing it from the swarm only")
+        yield Note(f"{node} is unreachable ({error.reason}); removing it from the swarm only")
         member = None
     if member is not None and swarm.swarm_state(member)[0] == "active":
-        member.change("left the swarm", "docker swarm leave --force")
+        yield Change("left the swarm", ["docker swarm leave --force"], host=node)
     # The manager marks the node down a moment after it leaves; --force spares the wait.
-    hub.change(f"{node} removed from the swarm", f"docker node rm --force {shlex.quote(node)}")
+    yield Change(f"{node} removed from the swarm", [f"docker node rm --force {shlex.quote(node)}"])
 
 
 def availability_step(name: str, availability: str, node: str) -> Step:
@@ -93,7 +80,7 @@ def availability_step(name: str, availability: str, node: str) -> Step:
     return Step(
         name=name,
         roles=frozenset({"hub"}),
-        apply=lambda session, _hub: set_availability(session, node, availability),
+        apply=lambda _ctx, hub: set_availability(hub, node, availability),
         summary=f"{node} {AVAILABILITY[availability]}",
     )
 
@@ -102,6 +89,6 @@ def remove_step(node: str, force: bool) -> Step:
     return Step(
         name="nodes.remove",
         roles=frozenset({"hub"}),
-        apply=lambda session, _hub: remove(session, node, force),
+        apply=lambda ctx, hub: remove(ctx, hub, node, force),
         summary=f"{node} leaves the swarm",
     )

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import shlex
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
+from swarmhub.runbook.ensure import (
+    ensure_file,
+    ensure_packages,
+    file_differs,
+    running,
+    unit_state_command,
+)
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.settings import Settings
 from swarmhub.steps import acme
+from swarmhub.templates import render
 
 TLS_DIR = "/etc/swarmhub/tls"
 CERT_PATH = f"{TLS_DIR}/fullchain.pem"
@@ -39,13 +44,9 @@ def served_cert_path(settings: Settings) -> str:
 def render_site(settings: Settings, use_acme: bool = False) -> str:
     """The nginx site; ``use_acme``: serve the ACME certificate (once it exists; until then
     the self-signed one, so that nginx can answer the ACME server's challenge on port 80)."""
-    environment = Environment(
-        loader=FileSystemLoader(str(PROJECT_ROOT / "compose" / "proxy")),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
     cert_path, key_path = tls_paths(use_acme)
-    return environment.get_template("nginx-site.conf.j2").render(
+    return render(
+        "proxy/nginx-site.conf.j2",
         hub_host=settings.hub_host,
         domain=settings.domain_name,
         cert_path=cert_path,
@@ -66,60 +67,82 @@ def self_signed_command(domain: str, address: str) -> str:
     )
 
 
-def ensure_certificate(session: Session, proxy: Host) -> bool:
-    settings = session.settings
+def ensure_certificate(ctx: StepContext, proxy: HostView) -> Steps:
+    settings = ctx.settings
     if settings.tls_mode == "files":
-        changed = ensure_file(
+        cert = yield from ensure_file(
             proxy, CERT_PATH, settings.tls_cert.read_text(), describe="TLS certificate"
         )
         key = settings.tls_key.read_text()
-        return ensure_file(proxy, KEY_PATH, key, mode="0600", describe="TLS key") or changed
+        key_changed = yield from ensure_file(proxy, KEY_PATH, key, mode="0600", describe="TLS key")
+        return bool(cert or key_changed)
     subject = proxy.probe(f"openssl x509 -noout -subject -in {CERT_PATH} 2>/dev/null").stdout
     if f"CN = {settings.domain_name}" in subject or f"CN={settings.domain_name}" in subject:
-        return proxy.ok(f"TLS certificate for {settings.domain_name}")
+        yield Ok(f"TLS certificate for {settings.domain_name}")
+        return False
     address = proxy.probe("hostname -I", sudo=False).stdout.split()
-    return proxy.change(
+    yield Change(
         f"self-signed TLS certificate for {settings.domain_name}",
-        self_signed_command(settings.domain_name, address[0] if address else ""),
+        [self_signed_command(settings.domain_name, address[0] if address else "")],
     )
+    return True
 
 
-def configure_nginx(proxy: Host, settings: Settings, use_acme: bool) -> bool:
-    """The site written and enabled, nginx running; reloaded when anything changed."""
+NGINX_TEST = "nginx -t 2>&1 || { echo 'nginx refuses the configuration (nginx -t)' >&2; exit 1; }"
+
+
+def configure_nginx(
+    proxy: HostView,
+    settings: Settings,
+    use_acme: bool,
+    *,
+    reload: bool = False,
+    installed: bool = False,
+) -> Steps:
+    """The site written and enabled, nginx running; tested and reloaded (never restarted:
+    open connections finish on the old workers) when anything changed, or with ``reload``
+    (a new certificate). ``installed``: nginx was installed by this run (it then starts
+    with the new site, in plan and in apply alike)."""
     site = render_site(settings, use_acme)
-    changed = ensure_file(proxy, SITE_PATH, site, describe="nginx site")
+    files, commands, parts = [], [], []
+    if why := file_differs(proxy, SITE_PATH, site, "0644", "root"):
+        files.append(FileWrite.of(SITE_PATH, site))
+        parts.append(f"nginx site written ({why})")
     if proxy.probe(f"test -e {DEFAULT_SITE}").ok:
-        changed |= proxy.change("disabled nginx's default site", f"rm -f {DEFAULT_SITE}")
-    if proxy.probe(f'test "$(readlink {SITE_LINK})" = {SITE_PATH}').ok:
-        proxy.ok("nginx site enabled")
-    else:
-        changed |= proxy.change("enabled the nginx site", f"ln -sfn {SITE_PATH} {SITE_LINK}")
-    started = ensure_service_running(proxy, "nginx")
-    if proxy.plan:
-        return changed
-    test = proxy.probe("nginx -t 2>&1")
-    if not test.ok:
-        raise SwarmhubError(f"{proxy.name}: nginx refuses the configuration: {test.stdout.strip()}")
-    if changed and not started:
-        proxy.change("reloaded nginx", "systemctl reload nginx")
-    return changed
+        commands.append(f"rm -f {DEFAULT_SITE}")
+        parts.append("nginx's default site disabled")
+    if not proxy.probe(f'test "$(readlink {SITE_LINK})" = {SITE_PATH}').ok:
+        commands.append(f"ln -sfn {SITE_PATH} {SITE_LINK}")
+        parts.append("site enabled")
+    active = running(proxy.probe(unit_state_command("nginx")).stdout.split())
+    if installed or not active:
+        commands += [NGINX_TEST, "systemctl enable nginx", "systemctl restart nginx"]
+        parts.append("nginx started")
+    elif parts or reload:
+        commands += [NGINX_TEST, "systemctl reload nginx"]
+        parts.append("nginx reloaded" + ("" if parts else " (new certificate)"))
+    if not parts:
+        yield Ok("nginx site enabled and up to date, nginx running")
+        return False
+    yield Change(", ".join(parts), commands, files=files)
+    return True
 
 
-def apply(session: Session, proxy: Host) -> None:
-    settings = session.settings
-    ensure_packages(proxy, ["nginx"], "the public proxy")
+def apply(ctx: StepContext, proxy: HostView) -> Steps:
+    settings = ctx.settings
+    installed = yield from ensure_packages(proxy, ["nginx"], "the public proxy")
     # In acme mode the self-signed certificate is the bootstrap one, until the first issue.
-    cert_changed = ensure_certificate(session, proxy)
+    cert_changed = yield from ensure_certificate(ctx, proxy)
     acme_mode = settings.tls_mode == "acme"
     issued = acme_mode and proxy.probe(f"test -s {acme.LIVE_DIR}/fullchain.pem").ok
-    site_changed = configure_nginx(proxy, settings, issued)  # reloads nginx when changed
-    if cert_changed and not site_changed and not proxy.plan:
-        proxy.change("reloaded nginx (new certificate)", "systemctl reload nginx")
+    yield from configure_nginx(
+        proxy, settings, issued, reload=cert_changed, installed=bool(installed)
+    )
     if not acme_mode:
-        acme.ensure_no_acme_certificate(proxy)
+        yield from acme.ensure_no_acme_certificate(proxy)
         return
-    if acme.ensure_acme_certificate(session, proxy) and not issued and not proxy.plan:
-        configure_nginx(proxy, settings, True)
+    if (yield from acme.ensure_acme_certificate(ctx, proxy)) and not issued:
+        yield from configure_nginx(proxy, settings, True)
 
 
 STEP = Step(

@@ -10,9 +10,10 @@ token restarts the hub and the culler; a new crypt key makes stored login state 
 from __future__ import annotations
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
-from swarmhub.steps.hub import SECRET_ENV_FILES, secret_env_command, wait_for_hub
+from swarmhub.runbook.change import Change, Steps
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
+from swarmhub.steps.hub import SECRET_ENV_FILES, hub_answers, secret_env_command
 
 # The names a user types -> the secret files on the hub.
 ROTATABLE = {
@@ -53,26 +54,28 @@ def new_secret_command(path: str, nbytes: int = 32) -> str:
 def rotate_step(name: str) -> Step:
     secrets = secret_files(name)
 
-    def apply(session: Session, hub: Host) -> None:
-        directory = session.settings.hub_dir
+    def apply(ctx: StepContext, hub: HostView) -> Steps:
+        directory = ctx.settings.hub_dir
         secrets_dir = f"{directory}/secrets"
         if not hub.probe(f"test -d {secrets_dir}").ok:
             raise SwarmhubError(f"{hub.name}: no secrets yet in {secrets_dir}: run hub.deploy")
         for secret in secrets:
-            hub.change(f"new {secret}", new_secret_command(f"{secrets_dir}/{secret}"))
+            yield Change(f"new {secret}", [new_secret_command(f"{secrets_dir}/{secret}")])
         env_files = affected(secrets)
         for filename, variables in env_files.items():
-            hub.change(
-                f"secrets for {filename}", secret_env_command(secrets_dir, filename, variables)
+            yield Change(
+                f"secrets for {filename}", [secret_env_command(secrets_dir, filename, variables)]
             )
         services = sorted(SERVICE_OF_ENV_FILE[filename] for filename in env_files)
-        hub.change(
+        yield Change(
             f"recreated {', '.join(services)}",
-            f"cd {directory} && docker compose up -d --force-recreate --no-deps "
-            + " ".join(services),
+            [
+                f"cd {directory} && docker compose up -d --force-recreate --no-deps "
+                + " ".join(services)
+            ],
+            then=[hub_answers()],
+            restarts=", ".join(services),
         )
-        if not hub.plan:
-            wait_for_hub(hub)
 
     return Step(
         name="secrets.rotate",

@@ -6,20 +6,34 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import Session, Step
+from swarmhub.runbook.change import Change, Later, Ok, Steps
+from swarmhub.runbook.host import HostView
+from swarmhub.runbook.session import Step, StepContext
 
-SWARM_STATE = "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}'"
+SWARM_STATE = (
+    "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
+    "{{range .Swarm.RemoteManagers}} {{.Addr}}{{end}}'"
+)
+SWARM_PORT = 2377
+# How long a node's join may take before it counts as stuck (it then leaves and joins again).
+JOIN_WAIT = 30
 # Interfaces that are not the host's own network: Docker's bridges and veths.
 NOT_HOST_INTERFACES = ("docker", "br-", "veth", "lo")
 
 
-def swarm_state(host: Host) -> tuple[str, bool]:
+def swarm_state(host: HostView) -> tuple[str, bool]:
     """(local node state, is a manager): ('inactive', False) before any swarm."""
-    words = host.probe(SWARM_STATE).stdout.split()
-    if len(words) != 2:
-        return ("no-docker", False)
-    return (words[0], words[1] == "true")
+    state, manager, _ = parse_swarm_state(host.probe(SWARM_STATE).stdout)
+    return state, manager
+
+
+def parse_swarm_state(output: str) -> tuple[str, bool, list[str]]:
+    """(local node state, is a manager, the managers' addresses it knows) from SWARM_STATE's
+    output; ('no-docker', False, []) when Docker does not answer."""
+    words = output.split()
+    if len(words) < 2:
+        return ("no-docker", False, [])
+    return (words[0], words[1] == "true", words[2:])
 
 
 def host_addresses(ip_addr_output: str) -> list[str]:
@@ -38,9 +52,10 @@ def pick_address(ip_addr_output: str) -> str | None:
     return found[0] if found else None
 
 
-def hub_address(session: Session, hub: Host) -> str:
-    if session.settings.hub_address:
-        return session.settings.hub_address
+def hub_address(ctx: StepContext) -> str:
+    if ctx.settings.hub_address:
+        return ctx.settings.hub_address
+    hub = ctx.hub
 
     def probe() -> str:
         address = pick_address(hub.probe("ip -4 -o addr show scope global", sudo=False).stdout)
@@ -48,7 +63,7 @@ def hub_address(session: Session, hub: Host) -> str:
             raise SwarmhubError(f"{hub.name}: no global IPv4 address found: set HUB_ADDRESS")
         return address
 
-    return session.remember("hub_address", probe)
+    return ctx.remember("hub_address", probe)
 
 
 def init_command(address: str) -> str:
@@ -59,65 +74,101 @@ def network_command(name: str) -> str:
     return f"docker network create --driver overlay --attachable {shlex.quote(name)}"
 
 
-def manage(session: Session, hub: Host) -> None:
+def manage(ctx: StepContext, hub: HostView) -> Steps:
     state, is_manager = swarm_state(hub)
-    if state == "no-docker" and not hub.plan:
+    if state == "no-docker" and not ctx.changes_pending:
         raise SwarmhubError(f"{hub.name}: Docker is not running: run docker.install first")
     if state == "active" and is_manager:
-        hub.ok("swarm manager active")
+        yield Ok("swarm manager active")
     elif state == "active":
         raise SwarmhubError(
             f"{hub.name} is a worker of another swarm: run `docker swarm leave` on it first"
         )
     else:
-        hub.change(
-            f"swarm initialised, advertising {hub_address(session, hub)}",
-            init_command(hub_address(session, hub)),
-        )
-    network = session.settings.swarm_network
+        address = hub_address(ctx)
+        yield Change(f"swarm initialised, advertising {address}", [init_command(address)])
+    network = ctx.settings.swarm_network
     found = hub.probe(
         f"docker network inspect --format '{{{{.Driver}}}} {{{{.Attachable}}}}' {network}"
     ).stdout.split()
     if found == ["overlay", "true"]:
-        hub.ok(f"overlay network {network}")
+        yield Ok(f"overlay network {network}")
     elif found:
         raise SwarmhubError(
             f"{hub.name}: network {network} exists but is not an attachable overlay: remove it "
             "or set SWARM_NETWORK to another name"
         )
     else:
-        hub.change(f"overlay network {network} created", network_command(network))
+        yield Change(f"overlay network {network} created", [network_command(network)])
 
 
-def join_token(session: Session) -> str:
-    hub = session.host(session.settings.hub_host)
-    return session.remember(
+def join_token(ctx: StepContext) -> str:
+    hub = ctx.hub
+    return ctx.remember(
         "join_token", lambda: hub.probe("docker swarm join-token -q worker").stdout.strip()
     )
 
 
-def join(session: Session, node: Host) -> None:
-    state, _ = swarm_state(node)
+def wait_active_command(seconds: int) -> str:
+    """Succeeds once the node is an active member, within ``seconds``."""
+    return (
+        f"for i in $(seq {seconds}); do "
+        "[ \"$(docker info --format '{{.Swarm.LocalNodeState}}')\" = active ] && exit 0; "
+        "sleep 1; done; exit 1"
+    )
+
+
+def join_command(token: str, address: str, *, leave_first: bool = False) -> str:
+    """Join the swarm at ``address``. A join that times out goes on in the background (Docker
+    says so and exits non-zero): then wait for it to finish rather than fail."""
+    join = f"docker swarm join --token {shlex.quote(token)} {address}:{SWARM_PORT}"
+    leave = "docker swarm leave --force >/dev/null 2>&1; " if leave_first else ""
+    return f"{leave}{join} || {{ {wait_active_command(JOIN_WAIT)}; }}"
+
+
+def join(ctx: StepContext, node: HostView) -> Steps:
+    state, _, managers = parse_swarm_state(node.probe(SWARM_STATE).stdout)
+    address = hub_address(ctx)
     if state == "active":
-        node.ok("swarm member")
+        if managers and not any(m.split(":")[0] == address for m in managers):
+            raise SwarmhubError(
+                f"{node.name} is a member of another swarm (managers {', '.join(managers)}): "
+                "run `docker swarm leave --force` on it, then swarm.join"
+            )
+        yield Ok("swarm member")
         return
-    if state == "no-docker" and not node.plan:
+    if state == "no-docker" and not ctx.changes_pending:
         raise SwarmhubError(f"{node.name}: Docker is not running: run docker.install first")
-    hub = session.host(session.settings.hub_host)
-    token = join_token(session)
-    if not token and not node.plan:
+    hub = ctx.hub
+    token = join_token(ctx)
+    if not token and not ctx.changes_pending:
         raise SwarmhubError(f"{hub.name} is not a swarm manager: run swarm.manage first")
-    address = hub_address(session, hub)
-    if not node.plan:
-        # Entries the manager still holds for this host are from before it left: stale.
-        stale = hub.probe(
-            "docker node ls --format '{{.ID}} {{.Hostname}}' "
-            f"| awk '$2 == \"{node.name}\" {{print $1}}'"
-        ).stdout.split()
-        node.run(f"docker swarm join --token {shlex.quote(token)} {address}:2377")
-        if stale:
-            hub.run(f"docker node rm --force {' '.join(stale)}")
-    node.changed(f"joined the swarm of {hub.name} ({address})")
+    if not token:
+        yield Later("the join token: known once the swarm manager is initialised")
+    # Entries the manager still holds for this host are from before it left: stale.
+    stale = hub.probe(
+        "docker node ls --format '{{.ID}} {{.Hostname}}' 2>/dev/null "
+        f"| awk '$2 == \"{node.name}\" {{print $1}}'"
+    ).stdout.split()
+    if state == "pending":
+        rejoin = join_command(token, address, leave_first=True)
+        # A join cut short (a timeout, or the hub's firewall dropping it then): it may still
+        # finish by itself; if not, the node leaves and joins again.
+        yield Change(
+            f"finished a pending join to the swarm of {hub.name} ({address})",
+            [f"{wait_active_command(JOIN_WAIT)} || {{ {rejoin}; }}"],
+        )
+    else:
+        yield Change(
+            f"joined the swarm of {hub.name} ({address})",
+            [join_command(token, address, leave_first=state == "error")],
+        )
+    if stale:
+        yield Change(
+            f"removed {node.name}'s stale swarm entries ({' '.join(stale)})",
+            [f"docker node rm --force {' '.join(stale)}"],
+            host=hub.name,
+        )
 
 
 MANAGE = Step(
@@ -132,4 +183,5 @@ JOIN = Step(
     apply=join,
     parallel=True,
     summary="nodes join the swarm as workers",
+    on_node_add="node",
 )

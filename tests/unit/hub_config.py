@@ -1,4 +1,4 @@
-"""compose/hub/jupyterhub_config.py run outside the hub: with the variables the hub's env files
+"""templates/hub/jupyterhub_config.py run outside the hub: with the variables the hub's env files
 give it, a stand-in for traitlets' config object and for dockerspawner (not installed here)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-CONFIG = Path(__file__).resolve().parents[2] / "compose" / "hub" / "jupyterhub_config.py"
+CONFIG = Path(__file__).resolve().parents[2] / "templates" / "hub" / "jupyterhub_config.py"
 
 
 class Config(dict):

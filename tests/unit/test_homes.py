@@ -8,7 +8,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.session import target_hosts
+from swarmhub.runbook.session import step_hosts
 from swarmhub.steps import backup, homes, hub
 
 ENV = """\
@@ -51,7 +51,7 @@ def test_a_separate_storage_host_gets_the_storage_role(tmp_path: Path) -> None:
     loaded = load(tmp_path, "STORAGE_HOST=files\n")
     assert loaded.role_of("files") == ("storage",)
     assert loaded.role_of("hub") == ("hub",)
-    assert target_hosts(None, loaded, homes.STORAGE) == ["files"]
+    assert step_hosts(loaded, homes.STORAGE) == ["files"]
     assert homes.clients(loaded) == ["hub", "node-1", "node-2"]
 
 

@@ -1,4 +1,4 @@
-"""The hub's spawn queue (compose/hub/jupyterhub_config.py): servers start in turns, in order
+"""The hub's spawn queue (templates/hub/jupyterhub_config.py): servers start in turns, in order
 of arrival, and a spawn the hub gives up on never keeps a turn."""
 
 from __future__ import annotations

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import fabric
 import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.ensure import file_state_command, parse_file_state
 from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import steps_for_host, target_hosts
+from swarmhub.runbook.session import step_hosts, steps_for_host
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
 
 ENV = """\
@@ -81,9 +80,8 @@ def test_the_swarm_advertises_the_hosts_own_interface() -> None:
 
 
 def test_fab_host_of_the_wrong_role_is_refused(env) -> None:
-    connection = fabric.Connection("proxy")
     with pytest.raises(SwarmhubError) as caught:
-        target_hosts(connection, env, hub.STEP)
+        step_hosts(env, hub.STEP, "proxy")
     assert str(caught.value) == (
         "hub.deploy runs on the hub (hub), but proxy is the proxy in course.env"
     )
@@ -91,14 +89,14 @@ def test_fab_host_of_the_wrong_role_is_refused(env) -> None:
 
 def test_fab_host_not_in_the_env_file(env) -> None:
     with pytest.raises(SwarmhubError, match=r"elsewhere is not a host of course\.env"):
-        target_hosts(fabric.Connection("elsewhere"), env, hub.STEP)
+        step_hosts(env, hub.STEP, "elsewhere")
 
 
 def test_steps_pick_their_roles_from_the_env_file(env) -> None:
-    assert target_hosts(None, env, provision.STEP) == ["hub", "node-1", "node-2", "proxy"]
-    assert target_hosts(None, env, docker_engine.STEP) == ["hub", "node-1", "node-2"]
-    assert target_hosts(None, env, swarm.JOIN) == ["node-1", "node-2"]
-    assert target_hosts(fabric.Connection("node-2"), env, swarm.JOIN) == ["node-2"]
+    assert step_hosts(env, provision.STEP) == ["hub", "node-1", "node-2", "proxy"]
+    assert step_hosts(env, docker_engine.STEP) == ["hub", "node-1", "node-2"]
+    assert step_hosts(env, swarm.JOIN) == ["node-1", "node-2"]
+    assert step_hosts(env, swarm.JOIN, "node-2") == ["node-2"]
 
 
 def test_image_refs_are_pinned_by_content(env) -> None:
@@ -169,7 +167,7 @@ def test_fab_host_runs_its_part_of_a_task_of_several_roles(env) -> None:
     assert steps_for_host(distribute, env, "hub") == [images.SERVE]
     assert steps_for_host(distribute, env, "node-1") == [images.PULL]
     assert steps_for_host(distribute, env, None) == distribute
-    # No step concerns the proxy: the first one stays, and target_hosts refuses it.
+    # No step concerns the proxy: the first one stays, and step_hosts refuses it.
     assert steps_for_host(distribute, env, "proxy") == [images.SERVE]
     assert steps_for_host([hub.STEP], env, "proxy") == [hub.STEP]
 

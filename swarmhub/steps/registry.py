@@ -1,0 +1,106 @@
+"""The runbook, in one place: its steps in order, the tasks that run them, and what runs where
+when a node is added. `cluster.all`, `nodes.add`, the task collections and the README's step
+table are derived from (or checked against) this list.
+
+Naming rule: a step's name is its task's name, `<area>.<verb>` (`provision` alone is the
+first step of all). A task of several steps (`homes.setup`, `images.distribute`) is a group
+of steps that are tasks of their own too.
+"""
+
+from __future__ import annotations
+
+from swarmhub.runbook.session import Step
+from swarmhub.steps import (
+    backup,
+    docker_engine,
+    firewall,
+    homes,
+    hub,
+    images,
+    monitor,
+    provision,
+    proxy,
+    swarm,
+)
+
+RUNBOOK: tuple[Step, ...] = (
+    provision.STEP,
+    docker_engine.STEP,
+    # After Docker (the firewall checks its API is not on TCP), before anything listens, and
+    # before the swarm: a node new to NODE_HOSTS can join only once the others let it in.
+    firewall.STEP,
+    swarm.MANAGE,
+    swarm.JOIN,
+    homes.STORAGE,
+    homes.MOUNT,
+    images.BUILD,
+    images.SERVE,
+    images.PULL,
+    hub.STEP,
+    backup.STEP,
+    proxy.STEP,
+    monitor.STEP,
+)
+
+# Tasks made of several steps, run in the order above.
+GROUPS: dict[str, tuple[Step, ...]] = {
+    "homes.setup": (homes.STORAGE, homes.MOUNT),
+    "images.distribute": (images.SERVE, images.PULL),
+}
+
+# What each task does, for `--help` (one line first, as a runbook paragraph reads).
+HELP: dict[str, str] = {
+    "provision": (
+        "Prepare every host: base packages, time sync, admin groups, CAs, kernel settings."
+    ),
+    "docker.install": (
+        "Install Docker Engine and Compose v2 on hub and nodes; manage daemon.json.\n\n"
+        "A daemon.json change restarts Docker, which stops the servers of a node: refused "
+        "where servers run, unless --restart-nodes (one node at a time)."
+    ),
+    "firewall.configure": (
+        "Firewall every host: SSH (and 80/443 on the proxy) from anywhere, the rest cluster-only."
+    ),
+    "swarm.manage": "Start the swarm manager on the hub and its attachable overlay network.",
+    "swarm.join": "Join the nodes to the swarm as workers (members are left alone).",
+    "homes.storage": "Keep the users' homes on the storage host (HOMES_BACKEND).",
+    "homes.mount": "Mount the homes on the nodes (and on the hub when storage is apart).",
+    "homes.setup": "Keep the homes on the storage host and mount them on the nodes.",
+    "images.build": "Build the hub and user images on the hub (pinned versions; no registry).",
+    "images.serve": "Serve the user image from the hub's registry.",
+    "images.pull": "Pull the user image on every node.",
+    "images.distribute": "Serve the user image from the hub's registry and pull it on every node.",
+    "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
+    "backup.setup": "Install the backup script and its systemd timer (BACKUP_SCHEDULE) on the hub.",
+    "proxy.configure": (
+        "Configure nginx on the proxy: TLS, HTTP to HTTPS, websockets, forwarding to the hub."
+    ),
+    "monitor.deploy": (
+        "Run the swarmhub-agent on every host (SYSLOG_URL, ALERT_WEBHOOK_URL), or remove it."
+    ),
+}
+
+
+def tasks() -> dict[str, tuple[Step, ...]]:
+    """Every runbook task and its steps: one a step, then the groups."""
+    return {step.name: (step,) for step in RUNBOOK} | GROUPS
+
+
+def table_rows() -> list[str]:
+    """The tasks of the README's step table, in order: each step, or its group in its place."""
+    rows: list[str] = []
+    for step in RUNBOOK:
+        group = next((name for name, steps in GROUPS.items() if step in steps), step.name)
+        if group not in rows:
+            rows.append(group)
+    return rows
+
+
+def node_add_steps() -> list[Step]:
+    """What `nodes.add` runs, in order."""
+    return [step for step in RUNBOOK if step.on_node_add]
+
+
+def node_add_everywhere() -> frozenset[str]:
+    """The steps `nodes.add` runs on every host of their roles, not on the new node only."""
+    return frozenset(step.name for step in RUNBOOK if step.on_node_add == "all")
