@@ -16,11 +16,11 @@ import shlex
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.names import escape_user
 from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_packages
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import PROJECT_ROOT, Settings
-from swarmhub.steps.homes import escape_user
 
 TEMPLATES = PROJECT_ROOT / "compose" / "backup"
 SCRIPT = "/usr/local/sbin/swarmhub-backup"
