@@ -123,7 +123,7 @@ def test_build_uses_the_legacy_builder_on_host_networking() -> None:
 
 def test_hub_settings_carry_limits_users_and_the_user_image(env) -> None:
     text = hub.hub_settings_env(env)
-    assert "USER_MEM_LIMIT=2G" in text and "USER_CPU_LIMIT=1.0" in text
+    assert f"USER_MEM_LIMIT={2 * 1024**3}\n" in text and "USER_CPU_LIMIT=1.0" in text
     assert "ALLOWED_USERS=alice,bob" in text and "ADMIN_USERS=alice" in text
     assert "USER_IMAGE=hub:5000/swarmhub/user:" in text
 
