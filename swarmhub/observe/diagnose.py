@@ -23,7 +23,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from swarmhub.observe import commands, mask, report, status
+from swarmhub import mask
+from swarmhub.observe import commands, report, status
 from swarmhub.observe.remote import in_parallel, reach
 from swarmhub.observe.sources import HOST_SERVICES, log_sources
 from swarmhub.runbook.host import Host

@@ -16,7 +16,7 @@ from typing import Any
 from invoke.runners import Result
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.observe.mask import mask_line
+from swarmhub.mask import mask_line
 
 _print_lock = threading.Lock()
 

@@ -204,7 +204,7 @@ def test_agent_settings_hold_the_webhook_and_no_ca_paths_of_this_machine(tmp_pat
 
 
 def test_the_webhook_url_is_masked_in_a_diagnose_archive() -> None:
-    from swarmhub.observe import mask
+    from swarmhub import mask
 
     masked = mask.mask_secrets("ALERT_WEBHOOK_URL=https://hooks.example.org/T/B/secret\n")
     assert "secret" not in masked.replace("ALERT_WEBHOOK_URL", "")

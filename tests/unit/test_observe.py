@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from swarmhub import settings
+from swarmhub import mask, settings
 from swarmhub.errors import SwarmhubError
-from swarmhub.observe import commands, diagnose, health, mask, parse, report, sources, status
+from swarmhub.observe import commands, diagnose, health, parse, report, sources, status
 from swarmhub.observe.logs import PrefixedLines
 from swarmhub.observe.remote import Reach
 from tests.cli import run
