@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.names import escape_user
+from swarmhub.ports import HUB_API
 from swarmhub.settings import Settings
 from swarmhub.steps.hub import CONTAINERS
 from swarmhub.steps.proxy import served_cert_path
@@ -16,8 +17,6 @@ from swarmhub.steps.proxy import served_cert_path
 SECTION_MARK = "@@swarmhub "
 REGISTRY_UNIT = "docker-registry"
 USER_SERVICE_PREFIX = "jupyter-"
-# The hub's REST API through chp on the hub itself (nginx on the proxy forwards to this port).
-HUB_API = "http://127.0.0.1:8000/hub/api"
 # Ask JupyterHub for pages ({"items": [...], "_pagination": {...}}) rather than a bare list
 # silently cut at its page size.
 PAGINATION = "Accept: application/jupyterhub-pagination+json"

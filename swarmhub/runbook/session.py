@@ -15,6 +15,7 @@ import fabric
 from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import table
+from swarmhub.parallel import MAX_PARALLEL
 from swarmhub.runbook.host import Host
 from swarmhub.settings import Settings, check_local_files
 
@@ -24,10 +25,6 @@ ROLE_NAMES = {
     "proxy": "the proxy",
     "storage": "the storage host",
 }
-
-# Hosts worked on at once. Each waits on its own SSH round trips, so threads overlap well:
-# with 8 at most, a cluster of 8 nodes (10 hosts) took two rounds of every step.
-MAX_PARALLEL = 32
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.ports import CHP_PORT
 from swarmhub.runbook.ensure import ensure_file, ensure_packages
 from swarmhub.runbook.host import Host
-from swarmhub.runbook.session import MAX_PARALLEL, Session, Step
+from swarmhub.runbook.session import Session, Step
 from swarmhub.settings import Settings
 from swarmhub.steps.swarm import host_addresses
 
@@ -31,7 +33,6 @@ UNIT_NAME = "swarmhub-firewall.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 TABLE = "inet swarmhub"
 
-CHP_PORT = 8000
 NFS_PORT = 2049
 SWARM_TCP = (2377, 7946)
 SWARM_UDP = (7946, 4789)

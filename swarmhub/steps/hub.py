@@ -15,6 +15,7 @@ import time
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.ports import CHP_PORT, HUB_API
 from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_secret
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
@@ -115,6 +116,7 @@ def render_compose(settings: Settings) -> str:
     return environment.get_template("compose.yml.j2").render(
         hub_image=image_ref(settings, "hub"),
         chp_image=chp_ref(settings),
+        chp_port=CHP_PORT,
         config_digest=digest,
         cull_timeout=settings.cull_timeout,
         cull_every=settings.cull_every,
@@ -139,10 +141,10 @@ def running_containers(host: Host, directory: str) -> set[str]:
 
 
 def wait_for_hub(host: Host, timeout: float = 120) -> None:
-    """The hub answers through chp on port 8000 (its API's version endpoint)."""
+    """The hub answers through chp (its API's version endpoint)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if host.probe("curl -fsS -o /dev/null http://127.0.0.1:8000/hub/api/", sudo=False).ok:
+        if host.probe(f"curl -fsS -o /dev/null {HUB_API}/", sudo=False).ok:
             return
         time.sleep(1)
     logs = host.probe("docker logs --tail 5 jupyterhub 2>&1").stdout.strip().replace("\n", " | ")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from swarmhub.ca import ca_digest, split_pem_bundle
+from swarmhub.ca import CA_DIR, ca_digest, split_pem_bundle, trust_command
 from swarmhub.runbook.ensure import ensure_file, ensure_packages
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
@@ -19,7 +19,6 @@ BASE_PACKAGES = [
     "python3",
     "systemd-timesyncd",
 ]
-CA_DIR = "/usr/local/share/ca-certificates/swarmhub"
 
 # Namespaced per host (or per container) and needed by Docker and Jupyter: forwarding for
 # the overlay network, inotify watches for Jupyter's file browser and many servers per node.
@@ -38,20 +37,6 @@ LIMITS = """\
 """
 
 
-def split_bundle_command(bundle: str, directory: str) -> str:
-    """One .crt file per certificate of ``bundle`` in ``directory``, then update-ca-certificates
-    (which reads only the first certificate of each file)."""
-    awk = (
-        '/-----BEGIN CERTIFICATE-----/ { n++; f = sprintf("%s/extra-%03d.crt", dir, n) } '
-        'f { print > f } /-----END CERTIFICATE-----/ { close(f); f = "" }'
-    )
-    return (
-        f"rm -rf {directory} && mkdir -p {directory} && "
-        f"awk -v dir={directory} {shlex.quote(awk)} {bundle} && rm -f {bundle} && "
-        "update-ca-certificates >/dev/null"
-    )
-
-
 def ensure_extra_ca(host: Host, pem: str) -> bool:
     """The host trusts the certificates of the extra CA bundle (update-ca-certificates)."""
     digest = ca_digest(pem)
@@ -62,7 +47,7 @@ def ensure_extra_ca(host: Host, pem: str) -> bool:
         return host.changed("trust the extra CA bundle")
     bundle = f"{CA_DIR}.pem"
     host.put_text(bundle, "".join(split_pem_bundle(pem)), mode="0644")
-    host.run(split_bundle_command(bundle, CA_DIR) + f" && echo {digest} > {CA_DIR}/.digest")
+    host.run(trust_command(bundle, digest))
     return host.changed("trusting the extra CA bundle")
 
 

@@ -9,6 +9,7 @@ import shlex
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.ports import CHP_PORT
 from swarmhub.runbook.ensure import ensure_file, ensure_packages, ensure_service_running
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
@@ -47,6 +48,7 @@ def render_site(settings: Settings, use_acme: bool = False) -> str:
     cert_path, key_path = tls_paths(use_acme)
     return environment.get_template("nginx-site.conf.j2").render(
         hub_host=settings.hub_host,
+        chp_port=CHP_PORT,
         domain=settings.domain_name,
         cert_path=cert_path,
         key_path=key_path,

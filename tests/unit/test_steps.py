@@ -159,11 +159,6 @@ def test_self_signed_certificate_names_the_domain_and_address() -> None:
     assert "chmod 600 /etc/swarmhub/tls/privkey.pem" in command
 
 
-def test_ca_bundle_split_command() -> None:
-    command = provision.split_bundle_command("/b.pem", "/d")
-    assert command.endswith("update-ca-certificates >/dev/null")
-
-
 def test_fab_host_runs_its_part_of_a_task_of_several_roles(env) -> None:
     distribute = [images.SERVE, images.PULL]
     assert steps_for_host(distribute, env, "hub") == [images.SERVE]
