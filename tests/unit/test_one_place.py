@@ -20,27 +20,21 @@ from swarmhub.sandbox import cluster
 from swarmhub.steps import firewall, hub, provision, proxy
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = "HUB_HOST=hub\nNODE_HOSTS=node-1,node-2\nPROXY_HOST=proxy\nAUTHENTICATOR=native\n"
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> settings.Settings:
-    path = tmp_path / "course.env"
-    path.write_text(ENV)
-    return settings.load(str(path))
+RAW = {"HUB_HOST": "hub", "NODE_HOSTS": "node-1,node-2", "PROXY_HOST": "proxy"}
+ENV = settings.validate({**RAW, "AUTHENTICATOR": "native"}, Path("course.env"))
 
 
 # --- chp's port ---
 
 
-def test_chps_port_reaches_compose_nginx_the_firewall_and_the_api(env) -> None:
+def test_chps_port_reaches_compose_nginx_the_firewall_and_the_api() -> None:
     port = ports.CHP_PORT
-    compose = hub.render_compose(env)
+    compose = hub.render_compose(ENV)
     assert f"--port={port}\n" in compose and f'"{port}:{port}"' in compose
-    assert f"server hub:{port};" in proxy.render_site(env)
+    assert f"server hub:{port};" in proxy.render_site(ENV)
     assert port == firewall.CHP_PORT
     assert f"ct original proto-dst {port} ip saddr @proxy return" in firewall.render_rules(
-        env, ("hub",), ["10.0.0.10", "10.0.0.11"], ["10.0.0.11"]
+        ENV, ("hub",), ["10.0.0.10", "10.0.0.11"], ["10.0.0.11"]
     )
     assert commands.HUB_API == ports.HUB_API == f"http://127.0.0.1:{port}/hub/api"
 
