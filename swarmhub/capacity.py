@@ -2,12 +2,10 @@
 
 Pure functions, no I/O, so that the figures can be checked by hand and by tests.
 
-Sizes are whole bytes (``int``) everywhere. ``K``, ``M``, ``G`` and ``T`` are binary units
-(1024-based) whether written ``2G``, ``2GB`` or ``2GiB``: that is how Docker reads a memory
-limit (``USER_MEM_LIMIT=2G`` gives a container 2 GiB), and cloud providers quote a "14 GB" VM
-in GiB too, so reading both the same way keeps the ratios right. A bare number is bytes, as
-in Docker. Shares and ratios are computed with exact fractions: ``527 * 0.6`` must round up
-to 317 users, never to 316 or 318 because of a binary float.
+Sizes are whole bytes (``int``) everywhere, read and printed by `swarmhub.sizes` (binary
+units: ``2G``, ``2GB`` and ``2GiB`` are all 2 GiB, as for USER_MEM_LIMIT). Shares and ratios
+are computed with exact fractions: ``527 * 0.6`` must round up to 317 users, never to 316 or
+318 because of a binary float.
 """
 
 from __future__ import annotations
@@ -18,13 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from swarmhub.errors import SwarmhubError
-
-KIB = 1024
-MIB = 1024**2
-GIB = 1024**3
-
-_UNITS = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1024**4}
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+from swarmhub.sizes import KIB, format_size, parse_size
 
 # What each node keeps for itself when every user's server is at its memory limit: the OS,
 # dockerd, containerd, the swarm agent and the per-container shims. Memory limits do not
@@ -55,18 +47,13 @@ class CapacityPlan:
     nodes: int  # ceil(concurrent_users / users_per_node): the number to provision
 
 
-def parse_size(text: str, name: str = "size") -> int:
-    """Bytes in a size like ``512M``, ``2G``, ``14GB``, ``1.5GiB`` (binary units, see above).
-
-    ``name`` says where the size came from (``--node-mem``), for the error message.
-    """
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise SwarmhubError(
-            f"{name} {text!r} is not a size: write a number and a unit, e.g. 512M, 2G or 14GB"
-        )
-    number, unit = match.groups()
-    return math.floor(Fraction(number) * _UNITS[unit.upper()])
+def size_option(text: str, name: str) -> int:
+    """Bytes in a size typed for the option ``name`` (``--node-mem``): a mistake is one line
+    naming the option."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise SwarmhubError(f"{name} {text.strip()!r}: {error}") from None
 
 
 DEFAULT_RESERVE_BYTES = parse_size(DEFAULT_RESERVE)
@@ -194,14 +181,6 @@ def describe_local(plan: CapacityPlan) -> str:
         return f"{fits}: enough for the {plan.concurrent_users} online at once"
     short = plan.concurrent_users - plan.users_per_node
     return f"{fits}: {short} short of the {plan.concurrent_users} online at once"
-
-
-def format_size(size: int) -> str:
-    """A size for people: ``14 GiB``, ``512 MiB``, ``23.54 GiB`` (two decimals at most)."""
-    for unit, name in ((GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
-        if size >= unit:
-            return f"{_decimal(Fraction(size, unit), 2)} {name}"
-    return f"{size} B"
 
 
 def _exact(share: float) -> Fraction:

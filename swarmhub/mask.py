@@ -1,4 +1,6 @@
-"""Keeping secrets out of a diagnostic archive, which is made to be handed to others.
+"""Keeping secrets out of what swarmhub shows: a diagnostic archive, which is made to be handed
+to others, and the line of a failed command (the runbook's errors). Below both the observer
+and the runbook, so that neither imports the other for it.
 
 Two rules: nothing is read from the hub's secrets directory, and every value whose key looks
 secret (TOKEN, SECRET, PASSWORD, KEY, WEBHOOK, any case, anywhere in the key) is ``***`` —

@@ -10,6 +10,7 @@ what to do.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from dotenv.parser import parse_stream
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.sizes import parse_size
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_DIR = PROJECT_ROOT / "env"
@@ -156,15 +158,17 @@ def _names(value: str) -> tuple[str, ...]:
     return names
 
 
-def _memory(value: str) -> str:
-    value = value.strip().upper()
-    if not re.fullmatch(r"\d+(\.\d+)?[KMGT]?", value):
-        raise ValueError(f"{value!r} is not a size like 512M or 2G")
-    return value
+def _memory(value: str) -> int:
+    """Bytes (see swarmhub.sizes: 2G, 2GB and 2GiB are the same; a unit is needed)."""
+    size = parse_size(value)
+    if size <= 0:
+        # Docker reads a memory limit of 0 as no limit at all.
+        raise ValueError("give a size above 0, like 512M or 2G")
+    return size
 
 
-def _optional_memory(value: str) -> str:
-    return _memory(value) if value.strip() else ""
+def _optional_memory(value: str) -> int | None:
+    return _memory(value) if value.strip() else None
 
 
 def _cpus(value: str) -> float:
@@ -432,22 +436,49 @@ def read_env_file(path: Path) -> dict[str, str]:
             f"env file {path} not found: set SWARMHUB_ENV to one of {known} or to a file's path"
         )
     raw: dict[str, str] = {}
-    with path.open(encoding="utf-8") as stream:
-        for binding in parse_stream(stream):
-            line = binding.original.line
-            if binding.error:
-                text = binding.original.string.strip()
-                raise SwarmhubError(
-                    f"{path}:{line}: cannot read {text!r}: write KEY=value, one per line"
-                )
-            if binding.key is None:
-                continue  # a comment or a blank line
-            if binding.value is None:
-                raise SwarmhubError(f"{path}:{line}: {binding.key} has no value: write KEY=value")
-            if binding.key in raw:
-                raise SwarmhubError(f"{path}:{line}: {binding.key} is set twice: keep one")
-            raw[binding.key] = binding.value
+    for binding in parse_stream(io.StringIO(read_text_file(path))):
+        line = binding.original.line
+        if binding.error:
+            text = binding.original.string.strip()
+            raise SwarmhubError(
+                f"{path}:{line}: cannot read {text!r}: write KEY=value, one per line"
+            )
+        if binding.key is None:
+            continue  # a comment or a blank line
+        if binding.value is None:
+            raise SwarmhubError(f"{path}:{line}: {binding.key} has no value: write KEY=value")
+        if binding.key in raw:
+            raise SwarmhubError(f"{path}:{line}: {binding.key} is set twice: keep one")
+        raw[binding.key] = binding.value
     return raw
+
+
+def read_text_file(path: Path) -> str:
+    """The text of a file this machine gives swarmhub (an env file, a list of users), or one
+    line naming the file when it is not UTF-8 text: a file saved in another encoding, or a
+    binary one given by mistake, must not end in a traceback."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SwarmhubError(f"cannot read {path}: {error.strerror}") from None
+    # Windows editors' "Unicode" is UTF-16, whose every other byte is NUL for ASCII text.
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SwarmhubError(f"{path} is not a UTF-8 text file: it is UTF-16: save it as UTF-8")
+    # NUL is valid UTF-8, but no text file holds one: this is a binary file given by mistake.
+    if b"\0" in data:
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise SwarmhubError(
+            f"{path} is not a UTF-8 text file: a NUL byte on line {line} (a binary file?): "
+            "give a text file"
+        )
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Windows editors) is not part of the text
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise SwarmhubError(
+            f"{path} is not a UTF-8 text file: line {line} has the byte "
+            f"0x{data[error.start]:02x} (another encoding?): save it as UTF-8"
+        ) from None
 
 
 def validate(raw: dict[str, str], source: Path) -> Settings:
@@ -558,7 +589,7 @@ def names_in_file(path: Path | None) -> tuple[str, ...]:
     """User names from a file on this machine, one a line ('#' starts a comment)."""
     if path is None:
         return ()
-    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    lines = [line.split("#", 1)[0].strip() for line in read_text_file(path).splitlines()]
     try:
         return _names(",".join(line for line in lines if line))
     except ValueError as error:

@@ -9,6 +9,7 @@ from invoke import Context, task
 from swarmhub import capacity
 from swarmhub import settings as env_settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.sizes import format_size
 
 # The seed's figures: a course of 527 students, 60 % online at once, 2 GiB each, on VMs
 # of 14 GiB.
@@ -47,8 +48,9 @@ def plan(
 
     Memory is what limits a node (CPU can be shared, memory cannot), so the plan divides
     the memory of the students online at once by what each node has for them. Sizes use
-    Docker's binary units: 2G and 2GB both mean 2 GiB. Every option is read as text and
-    checked here, so that a typo gets one error line rather than invoke's traceback.
+    Docker's binary units: 2G, 2GB and 2GiB all mean 2 GiB, and a size needs its unit. Every
+    option is read as text and checked here, so that a typo gets one error line rather than
+    invoke's traceback.
 
     With --compare, the plan is checked against the env file chosen by SWARMHUB_ENV: the
     nodes in NODE_HOSTS are counted and, unless --mem-per-user is given, each user gets the
@@ -63,19 +65,23 @@ def plan(
 
     settings = env_settings.load() if compare else None
     if mem_per_user is None and settings is not None:
-        mem_per_user = settings.user_mem_limit
-        print(f"memory per user: {mem_per_user}, from USER_MEM_LIMIT of {_shown(settings.source)}")
+        # The env file's value, already checked and in bytes: what the hub gives each server.
+        user_bytes = settings.user_mem_limit
+        shown = format_size(user_bytes)
+        print(f"memory per user: {shown}, from USER_MEM_LIMIT of {_shown(settings.source)}")
+    else:
+        user_bytes = capacity.size_option(mem_per_user or DEFAULT_MEM_PER_USER, "--mem-per-user")
     node_bytes = (
         _local_memory()
         if local
-        else capacity.parse_size(node_mem or DEFAULT_NODE_MEM, "--node-mem")
+        else capacity.size_option(node_mem or DEFAULT_NODE_MEM, "--node-mem")
     )
     figures = capacity.plan_capacity(
         students=capacity.parse_count(students, "--students"),
         online_share=capacity.parse_share(online, "--online"),
-        mem_per_user=capacity.parse_size(mem_per_user or DEFAULT_MEM_PER_USER, "--mem-per-user"),
+        mem_per_user=user_bytes,
         node_mem=node_bytes,
-        reserve=capacity.parse_size(reserve, "--reserve"),
+        reserve=capacity.size_option(reserve, "--reserve"),
     )
     print(capacity.render_plan(figures))
     if settings is not None:

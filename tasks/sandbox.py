@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,16 +133,11 @@ def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = F
     settings = env_settings.load()
     if settings.authenticator != "dummy":
         raise SwarmhubError("sandbox.student logs in with DUMMY_PASSWORD: set AUTHENTICATOR=dummy")
-    checkout = str(Path(__file__).resolve().parent.parent)
-    if checkout not in sys.path:
-        sys.path.append(checkout)  # tests/ is not installed with the package
-    try:
-        from tests.hub_client import KernelDied, Student
-    except ImportError as error:
-        raise SwarmhubError(
-            f"sandbox.student needs the test tools ({error.name}): run it from the repository "
-            "after scripts/setup"
-        ) from None
+    # Imported here, not at the top: requests and websocket would slow every invoke command.
+    import requests
+
+    from swarmhub.student import KernelDied, Student, StudentError
+
     with tempfile.NamedTemporaryFile("w", suffix=".pem") as cert:
         cert.write(health.proxy_certificate(settings) or "")
         cert.flush()
@@ -167,8 +161,11 @@ def student(c: Context, name: str, run: str = "", link: str = "", stop: bool = F
                 print(who.run_code(run), end="", flush=True)
         except KernelDied as died:
             raise SwarmhubError(f"{died}: see invoke logs user:{name}") from None
-        except AssertionError as error:
+        except StudentError as error:
             raise SwarmhubError(f"{name}: {error}") from None
+        except requests.RequestException as error:
+            # The proxy down, a timeout: one line, not requests' traceback.
+            raise SwarmhubError(f"{name}: {who.base_url} did not answer: {error}") from None
 
 
 def wait_until_stopped(who: Any, timeout: float = 120) -> None:

@@ -4,7 +4,8 @@ The modules split what can be tested without hosts from what talks to them:
 
 - pure (text in, text or facts out): `commands` (the shell commands), `parse` (their
   output), `report` (facts to healthy or failing rows, and their rendering), `sources` (which
-  logs a service has), `mask` (secrets out of an archive);
+  logs a service has); secrets are kept out of an archive by `swarmhub.mask`, which the
+  runbook uses too (failed-command lines);
 - running: `remote` (reaching hosts, where an unreachable host is an answer, not a crash),
   `status`, `logs`, `health`, `diagnose`.
 

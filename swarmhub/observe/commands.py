@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shlex
 
+from swarmhub.names import escape_user
+from swarmhub.ports import HUB_API
 from swarmhub.settings import Settings
 from swarmhub.steps.hub import CONTAINERS
 from swarmhub.steps.proxy import served_cert_path
@@ -15,8 +17,6 @@ from swarmhub.steps.proxy import served_cert_path
 SECTION_MARK = "@@swarmhub "
 REGISTRY_UNIT = "docker-registry"
 USER_SERVICE_PREFIX = "jupyter-"
-# The hub's REST API through chp on the hub itself (nginx on the proxy forwards to this port).
-HUB_API = "http://127.0.0.1:8000/hub/api"
 # Ask JupyterHub for pages ({"items": [...], "_pagination": {...}}) rather than a bare list
 # silently cut at its page size.
 PAGINATION = "Accept: application/jupyterhub-pagination+json"
@@ -139,34 +139,6 @@ def health_hub_sections() -> dict[str, str]:
 
 
 # --- users' servers: the swarm service of each ---
-
-
-def escape_user(name: str) -> str:
-    """A user name as DockerSpawner writes it in names (its default ``escape``): lower-case
-    letters and digits stay, every other byte becomes ``-`` and two hex digits (obs-alice ->
-    obs-2dalice)."""
-    safe = set("abcdefghijklmnopqrstuvwxyz0123456789")
-    return "".join(
-        char if char in safe else "".join(f"-{byte:02x}" for byte in char.encode()) for char in name
-    ).lower()
-
-
-def unescape_user(escaped: str) -> str:
-    """The user name behind an escaped one (the inverse of `escape_user`)."""
-    data = bytearray()
-    i = 0
-    while i < len(escaped):
-        if escaped[i] == "-" and _is_hex(escaped[i + 1 : i + 3]):
-            data.append(int(escaped[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            data += escaped[i].encode()
-            i += 1
-    return data.decode(errors="replace")
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def user_service(name: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.parallel import pool_width
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import open_host as open_runbook_host
 from swarmhub.settings import Settings
@@ -41,7 +42,7 @@ def reach(settings: Settings, names: Iterable[str], connect_timeout: int = 10) -
     """Connect to every host of ``names`` at once; each failure is kept as one line."""
     wanted = list(dict.fromkeys(names))
     result = Reach()
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
+    with ThreadPoolExecutor(max_workers=pool_width(len(wanted))) as pool:
         futures = {n: pool.submit(open_host, settings, n, connect_timeout) for n in wanted}
     for name, future in futures.items():
         try:
@@ -52,11 +53,11 @@ def reach(settings: Settings, names: Iterable[str], connect_timeout: int = 10) -
 
 
 def in_parallel(hosts: Iterable[str], work: Callable[[str], T]) -> dict[str, T]:
-    """``work(host)`` for each host at once (at most 8 threads), results by host."""
+    """``work(host)`` for each host at once (at most `MAX_PARALLEL` threads), results by host."""
     names = list(hosts)
     if not names:
         return {}
-    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+    with ThreadPoolExecutor(max_workers=pool_width(len(names))) as pool:
         return dict(zip(names, pool.map(work, names), strict=True))
 
 

@@ -22,6 +22,7 @@ from swarmhub.observe.parse import (
     UserServer,
 )
 from swarmhub.output import table
+from swarmhub.sizes import format_size
 
 # Thresholds of a failing row.
 DISK_FULL_PERCENT = 90  # of /: Docker images, logs and the hub's database live there
@@ -92,16 +93,8 @@ def human_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def human_bytes(count: int | None) -> str:
-    """Binary units as Docker and free write them: 512M, 23.5G."""
-    if count is None:
-        return "-"
-    size = float(count)
-    for unit in ("B", "K", "M", "G", "T"):
-        if size < 1024 or unit == "T":
-            return f"{size:.0f}{unit}" if unit in ("B", "K", "M") else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"  # pragma: no cover
+def _size(count: int | None) -> str:
+    return "-" if count is None else format_size(count)
 
 
 def _percent(value: int | None) -> str:
@@ -134,7 +127,7 @@ def hosts_section() -> Section:
             Column("docker", "DOCKER", _text),
             Column("disk_percent", "DISK /", _percent),
             Column("memory_percent", "MEM USED", _percent),
-            Column("memory_total", "MEM TOTAL", human_bytes),
+            Column("memory_total", "MEM TOTAL", _size),
         ],
     )
 

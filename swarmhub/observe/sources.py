@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from swarmhub.errors import SwarmhubError
 from swarmhub.observe.commands import REGISTRY_UNIT, oom_events_command, user_service
 from swarmhub.settings import Settings
+from swarmhub.sizes import format_size
 
 AGENT_UNIT = "swarmhub-agent"
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
@@ -101,7 +102,7 @@ def user_logs(hub: str, user: str, tail: int, follow: bool) -> LogSource:
     )
 
 
-def oom_logs(node: str, user: str, memory_limit: str, follow: bool) -> LogSource:
+def oom_logs(node: str, user: str, memory_limit: int, follow: bool) -> LogSource:
     """The OOM kills of a user's server that ``node``'s engine saw in the last day, as lines
     that name the cause (the server's own log only shows a kernel restarting); followed, the
     kills still to come too."""
@@ -109,7 +110,7 @@ def oom_logs(node: str, user: str, memory_limit: str, follow: bool) -> LogSource
     events = oom_events_command(service, follow=follow, fmt="{{.Time}}")
     message = (
         f"OOM kill in {service} ({user}'s server): a process, usually the notebook's kernel, "
-        f"went over the memory limit of {memory_limit} and the kernel killed it; "
+        f"went over the memory limit of {format_size(memory_limit)} and the kernel killed it; "
         "Jupyter then shows 'kernel died' and restarts the kernel"
     )
     return LogSource(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from swarmhub.names import unescape_user
 from swarmhub.observe import commands, parse, report
 from swarmhub.observe.remote import Reach, in_parallel, reach
 from swarmhub.runbook.host import Host
@@ -189,7 +190,7 @@ def _clock(found: dict[str, str]) -> datetime:
 
 
 def _user_of_service(service: str) -> str:
-    return commands.unescape_user(service.removeprefix(commands.USER_SERVICE_PREFIX))
+    return unescape_user(service.removeprefix(commands.USER_SERVICE_PREFIX))
 
 
 def gather(settings: Settings) -> report.Report:

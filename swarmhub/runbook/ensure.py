@@ -13,7 +13,7 @@ import hashlib
 import shlex
 
 from swarmhub.runbook.change import Change, FileWrite, Note, Ok, Steps
-from swarmhub.runbook.host import HostView, file_state_command, parse_file_state
+from swarmhub.runbook.host import HostView
 
 SYSTEMD_DIR = "/etc/systemd/system"
 DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")

@@ -7,11 +7,9 @@ that Fabric and ``ssh`` read. Nothing else on the Docker engine is touched.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import os
 import shutil
-import tarfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swarmhub import local, ssh
-from swarmhub.ca import ca_digest, split_pem_bundle
+from swarmhub.ca import BUNDLE_PATH, DIGEST_FILE, ca_digest, split_pem_bundle, trust_command
 from swarmhub.errors import SwarmhubError
+from swarmhub.parallel import pool_width
 from swarmhub.sandbox import base_image, commands
 from swarmhub.sandbox.plan import VM, hosts_block, plan_vms, with_hosts_block
 from swarmhub.settings import Settings
-
-# The same place and digest as the runbook's provision step, which then finds them trusted.
-from swarmhub.steps.provision import CA_DIR
 
 Log = Callable[[str], None]
 
@@ -185,26 +181,17 @@ def ensure_extra_ca(vm: str, bundle: Path) -> bool:
     """The VM trusts the CAs of ``bundle`` (as cloud-init's ca_certs would). True on change."""
     pem = bundle.read_text()
     digest = ca_digest(pem)
-    marker = f"{CA_DIR}/.digest"
-    current = local.docker("exec", vm, "cat", marker, check=False).stdout.strip()
+    current = local.docker("exec", vm, "cat", DIGEST_FILE, check=False).stdout.strip()
     if current == digest:
         return False
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        files = [(f"extra-{i:03d}.crt", cert) for i, cert in enumerate(split_pem_bundle(pem))]
-        files.append((".digest", digest + "\n"))
-        for name, text in files:
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    script = (
-        f"rm -rf {CA_DIR} && mkdir -p {CA_DIR} && tar -x -C {CA_DIR} "
-        "&& update-ca-certificates >/dev/null 2>&1"
+    # The bundle goes in on stdin, then the provision step's own command makes it trusted.
+    script = f"cat > {BUNDLE_PATH} && {trust_command(BUNDLE_PATH, digest)}"
+    local.run(
+        ["docker", "exec", "-i", vm, "sh", "-c", script],
+        input="".join(split_pem_bundle(pem)),
+        what=f"trusting the CAs of {bundle} on {vm}",
     )
-    proc = local.run(["docker", "exec", "-i", vm, "sh", "-c", script], input=archive.getvalue())
-    return proc.returncode == 0
+    return True
 
 
 def _create_vm(settings: Settings, vm: VM, image: str, key: str, privileged: bool) -> str:
@@ -266,7 +253,7 @@ def up(settings: Settings, node_count: int | None, log: Log) -> list[RunningVM]:
 
     current = existing_vms(settings)
     all_vms = [VM(v.name, v.role, v.address) for v in current.values()]
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=pool_width(len(all_vms))) as pool:
         list(pool.map(lambda v: _wait_until_up(v.name, settings.sandbox_boot_timeout), all_vms))
     marker = f"swarmhub sandbox {settings.sandbox_name}"
     block = hosts_block(all_vms, marker)
@@ -357,5 +344,5 @@ def status(settings: Settings) -> list[VMStatus]:
         except SwarmhubError as error:
             return VMStatus(vm.name, vm.role, vm.address, vm.state, False, error.reason)
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with ThreadPoolExecutor(max_workers=pool_width(len(vms))) as pool:
         return list(pool.map(check, vms))

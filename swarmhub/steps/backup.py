@@ -14,6 +14,7 @@ import re
 import shlex
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.names import escape_user
 from swarmhub.runbook.change import Change, FileWrite, Steps
 from swarmhub.runbook.ensure import (
     SYSTEMD_DIR,
@@ -26,7 +27,6 @@ from swarmhub.runbook.ensure import (
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
-from swarmhub.steps.homes import escape_user
 from swarmhub.steps.hub import hub_answers
 from swarmhub.templates import render
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.ports import CHP_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
 from swarmhub.runbook.host import HostView
@@ -34,7 +35,6 @@ UNIT_NAME = "swarmhub-firewall.service"
 UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 TABLE = "inet swarmhub"
 
-CHP_PORT = 8000
 NFS_PORT = 2049
 SWARM_TCP = (2377, 7946)
 SWARM_UDP = (7946, 4789)

@@ -25,7 +25,6 @@ one, and quotas on the storage host's file system are left to its administrator.
 
 from __future__ import annotations
 
-import re
 import shlex
 
 from swarmhub.errors import SwarmhubError
@@ -58,19 +57,6 @@ PACKAGES = {
 # --- names ---
 
 
-def escape_user(name: str) -> str:
-    """A user's directory name: DockerSpawner's escaping of ``{username}`` (escapism with the
-    safe characters a-z and 0-9, '-' as escape character, then lower-cased)."""
-    safe = set("abcdefghijklmnopqrstuvwxyz0123456789")
-    out = []
-    for char in name:
-        if char in safe:
-            out.append(char)
-        else:
-            out.extend(f"-{byte:02X}" for byte in char.encode("utf-8"))
-    return "".join(out).lower()
-
-
 def mount_unit_name(path: str) -> str:
     """systemd's name of the .mount unit for ``path`` (``systemd-escape --path --suffix=mount``)."""
     parts = []
@@ -88,15 +74,6 @@ def mount_unit_name(path: str) -> str:
 def storage_key_path(settings: Settings) -> str:
     """The storage host's private key for sshfs (0600, in the secrets directory)."""
     return f"{settings.hub_dir}/secrets/homes_ed25519"
-
-
-def size_in_bytes(size: str) -> int:
-    """``2G`` -> 2147483648 (binary units, as du and Docker count)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", size.strip().upper())
-    if not match:
-        raise ValueError(f"{size!r} is not a size like 512M or 2G")
-    power = " KMGT".index(match.group(2) or " ")
-    return int(float(match.group(1)) * 1024**power)
 
 
 # --- command builders and rendered files ---

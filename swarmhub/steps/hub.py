@@ -12,6 +12,7 @@ import hashlib
 import shlex
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.ports import CHP_PORT, HUB_API
 from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
 from swarmhub.runbook.host import HostView
@@ -115,6 +116,7 @@ def render_compose(settings: Settings) -> str:
         network=settings.swarm_network,
         homes_dir=settings.homes_dir,
         data_dir=settings.hub_data_dir,
+        chp_port=CHP_PORT,
     )
 
 
@@ -137,10 +139,10 @@ def running_containers(host: HostView, directory: str) -> set[str]:
 
 
 def hub_answers(timeout: float = 120) -> Wait:
-    """Then: the hub answers through chp on port 8000 (its API's version endpoint)."""
+    """Then: the hub answers through chp (its API's version endpoint)."""
     return Wait(
         "the hub answers through chp",
-        "curl -fsS -o /dev/null http://127.0.0.1:8000/hub/api/",
+        f"curl -fsS -o /dev/null {HUB_API}/",
         timeout=timeout,
         sudo=False,
         explain="docker logs --tail 5 jupyterhub 2>&1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from swarmhub.ca import ca_digest, split_pem_bundle
+from swarmhub.ca import BUNDLE_PATH, DIGEST_FILE, ca_digest, split_pem_bundle, trust_command
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_file, ensure_packages
 from swarmhub.runbook.host import HostView
@@ -21,39 +21,23 @@ BASE_PACKAGES = [
     "python3",
     "systemd-timesyncd",
 ]
-CA_DIR = "/usr/local/share/ca-certificates/swarmhub"
-
 # Namespaced per host (or per container) and needed by Docker and Jupyter: forwarding for
 # the overlay network, inotify watches for Jupyter's file browser and many servers per node.
 SYSCTL_PATH = "/etc/sysctl.d/90-swarmhub.conf"
 LIMITS_PATH = "/etc/security/limits.d/90-swarmhub.conf"
 
 
-def split_bundle_command(bundle: str, directory: str) -> str:
-    """One .crt file per certificate of ``bundle`` in ``directory``, then update-ca-certificates
-    (which reads only the first certificate of each file)."""
-    awk = (
-        '/-----BEGIN CERTIFICATE-----/ { n++; f = sprintf("%s/extra-%03d.crt", dir, n) } '
-        'f { print > f } /-----END CERTIFICATE-----/ { close(f); f = "" }'
-    )
-    return (
-        f"rm -rf {directory} && mkdir -p {directory} && "
-        f"awk -v dir={directory} {shlex.quote(awk)} {bundle} && rm -f {bundle} && "
-        "update-ca-certificates >/dev/null"
-    )
-
-
 def ensure_extra_ca(host: HostView, pem: str) -> Steps:
     """The host trusts the certificates of the extra CA bundle (update-ca-certificates)."""
     digest = ca_digest(pem)
-    if host.read(f"{CA_DIR}/.digest").strip() == digest:
+    # The digest file, written last by trust_command, says the host trusts this bundle.
+    if not host.file_differs(DIGEST_FILE, f"{digest}\n"):
         yield Ok("extra CA bundle trusted")
         return
-    bundle = f"{CA_DIR}.pem"
     yield Change(
         "trusting the extra CA bundle",
-        [split_bundle_command(bundle, CA_DIR) + f" && echo {digest} > {CA_DIR}/.digest"],
-        files=[FileWrite.of(bundle, "".join(split_pem_bundle(pem)))],
+        [trust_command(BUNDLE_PATH, digest)],
+        files=[FileWrite.of(BUNDLE_PATH, "".join(split_pem_bundle(pem)))],
     )
 
 

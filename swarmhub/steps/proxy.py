@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 
+from swarmhub.ports import CHP_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import (
     ensure_file,
@@ -53,6 +54,7 @@ def render_site(settings: Settings, use_acme: bool = False) -> str:
         key_path=key_path,
         acme_webroot=acme.WEBROOT,
         body_size=BODY_SIZE,
+        chp_port=CHP_PORT,
     )
 
 

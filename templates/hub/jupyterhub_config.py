@@ -197,8 +197,10 @@ c.SwarmSpawner.image = env["USER_IMAGE"]
 c.SwarmSpawner.network_name = env["SWARM_NETWORK"]
 c.SwarmSpawner.extra_placement_spec = {"constraints": ["node.role == worker"]}
 c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}  # no IPVS needed
-c.SwarmSpawner.mem_limit = env["USER_MEM_LIMIT"]
-c.SwarmSpawner.mem_guarantee = env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"]
+# Bytes (hub.env is written so): JupyterHub's ByteSpecification reads "2G" as 2 GiB but would
+# take "2GB" for a bad value, so swarmhub does the reading of units once, itself.
+c.SwarmSpawner.mem_limit = int(env["USER_MEM_LIMIT"])
+c.SwarmSpawner.mem_guarantee = int(env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"])
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 c.SwarmSpawner.remove = True
 c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)

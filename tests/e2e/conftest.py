@@ -11,8 +11,8 @@ import pytest
 
 from swarmhub.sandbox.plan import plan_vms
 from swarmhub.settings import read_env_file, validate
+from swarmhub.student import Student
 from tests.cli import ROOT, docker, run
-from tests.hub_client import Student
 
 # The suite's own sandbox (tests/e2e/sandbox.env). SWARMHUB_E2E_ENV names another env file
 # so that a new test file can run against a second sandbox beside it; the older test files

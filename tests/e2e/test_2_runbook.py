@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub.student import StudentError
 from tests.cli import run
 from tests.e2e.conftest import (
     NODES,
@@ -31,7 +32,7 @@ def test_a_student_logs_in_and_runs_code_on_a_node(cluster: Path) -> None:
 
 
 def test_a_wrong_password_is_refused(cluster: Path) -> None:
-    with pytest.raises(AssertionError, match="refused"):
+    with pytest.raises(StudentError, match="refused"):
         student("mallory", "not-the-password").login()
 
 

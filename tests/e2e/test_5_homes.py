@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub.student import Student
 from tests.cli import run
 from tests.e2e.conftest import (
     HUB,
@@ -20,7 +21,6 @@ from tests.e2e.conftest import (
     recap,
     student,
 )
-from tests.hub_client import Student
 
 pytestmark = pytest.mark.e2e
 

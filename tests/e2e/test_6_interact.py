@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub.student import Student
 from tests.cli import run
 from tests.e2e.conftest import NODE_LIST, PROXY_URL, node_of, recap, student
 from tests.e2e.course_material import notebook, publish
-from tests.hub_client import Student
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from swarmhub import capacity
-from swarmhub.capacity import GIB, MIB, parse_size, plan_capacity, render_plan
+from swarmhub.capacity import plan_capacity, render_plan
 from swarmhub.errors import SwarmhubError
+from swarmhub.sizes import GIB, MIB, parse_size
 from tests.cli import run
 
 # The seed: "527 × 0.6 × 2 GB / 14 GB: 46 VMs raw". 527 × 0.6 = 316.2 users, rounded up to
@@ -33,42 +34,20 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-# --- sizes ---
+# --- sizes (read and printed by swarmhub.sizes, see test_sizes.py) ---
 
 
 @pytest.mark.parametrize(
-    ("text", "size"),
+    ("text", "message"),
     [
-        ("2G", 2 * GIB),
-        ("512M", 512 * MIB),
-        ("14G", 14 * GIB),
-        ("14GB", 14 * GIB),  # GB is read as GiB, as Docker and cloud VM sizes do
-        ("14GiB", 14 * GIB),
-        ("14g", 14 * GIB),
-        ("0.5G", 512 * MIB),
-        ("1.5G", 3 * GIB // 2),
-        (" 2 G ", 2 * GIB),
-        ("1T", 1024 * GIB),
-        ("64K", 64 * 1024),
-        ("4096", 4096),  # a bare number is bytes, as in Docker
+        ("2X", "--node-mem '2X': '2X' is not a size: write a number and a unit, like 512M or 2G"),
+        ("4096", "--node-mem '4096': 4096 has no unit: give a unit, like 512M or 2G"),
     ],
 )
-def test_sizes_are_bytes_in_binary_units(text: str, size: int) -> None:
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize("text", ["2X", "G", "", "-1G", "2 GB GB", "1,5G", "²G"])
-def test_a_bad_size_says_what_to_write(text: str) -> None:
+def test_a_bad_size_option_names_the_option(text: str, message: str) -> None:
     with pytest.raises(SwarmhubError) as caught:
-        parse_size(text, "--node-mem")
-    assert str(caught.value).startswith(f"--node-mem {text!r} is not a size")
-    assert "e.g. 512M, 2G or 14GB" in str(caught.value)
-
-
-def test_sizes_print_in_the_largest_unit_they_fill() -> None:
-    assert capacity.format_size(14 * GIB) == "14 GiB"
-    assert capacity.format_size(512 * MIB) == "512 MiB"
-    assert capacity.format_size(24684092 * 1024) == "23.54 GiB"
+        capacity.size_option(text, "--node-mem")
+    assert str(caught.value) == message
 
 
 def test_meminfo_gives_the_total_in_bytes() -> None:
@@ -217,8 +196,9 @@ def test_the_reserve_is_an_option() -> None:
         (("--students", "0"), "0 students"),
         (("--online", "1.5"), "online share 1.5 is not in (0, 1]"),
         (("--online", "lots"), "--online 'lots' is not a number"),
-        (("--mem-per-user", "2X"), "--mem-per-user '2X' is not a size"),
-        (("--node-mem", "14Q"), "--node-mem '14Q' is not a size"),
+        (("--mem-per-user", "2X"), "--mem-per-user '2X': '2X' is not a size"),
+        (("--mem-per-user", "2048"), "--mem-per-user '2048': 2048 has no unit"),
+        (("--node-mem", "14Q"), "--node-mem '14Q': '14Q' is not a size"),
         (("--mem-per-user", "16G"), "16 GiB per user does not fit a 14 GiB node"),
         (("--reserve", "14G"), "a reserve of 14 GiB leaves nothing"),
         (("--local", "--node-mem", "8G"), "leave out --node-mem"),
@@ -234,6 +214,24 @@ HUB_HOST=hub.example.edu
 NODE_HOSTS=node-1,node-2
 PROXY_HOST=jupyter.example.edu
 """
+
+
+def test_2gb_2g_and_2gib_plan_the_same(tmp_path: Path) -> None:
+    outputs = []
+    for size in ("2G", "2GB", "2GiB"):
+        options = ("--students", "527", "--online", "0.6", "--mem-per-user", size)
+        result = run("invoke", "plan", *options, timeout=60)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert "memory for users: 317 × 2 GiB = 634 GiB" in outputs[0]
+    # The env file's USER_MEM_LIMIT=2GB is read as --mem-per-user 2GB is.
+    env_file = tmp_path / "course.env"
+    env_file.write_text(ENV_FILE + "USER_MEM_LIMIT=2GB\n")
+    compared = run("invoke", "plan", "--compare", env_file=env_file, timeout=60)
+    assert compared.returncode == 0, compared.stderr
+    assert f"memory per user: 2 GiB, from USER_MEM_LIMIT of {env_file}" in compared.stdout
+    assert outputs[0] in compared.stdout
 
 
 def test_compare_counts_the_env_files_nodes(tmp_path: Path) -> None:
@@ -252,7 +250,7 @@ def test_compare_says_enough_and_takes_the_env_files_memory_limit(tmp_path: Path
         "invoke", "plan", "--students", "40", "--online", "0.5", "--compare", env_file=env_file
     )
     assert result.returncode == 0, result.stderr
-    assert f"memory per user: 512M, from USER_MEM_LIMIT of {env_file}" in result.stdout
+    assert f"memory per user: 512 MiB, from USER_MEM_LIMIT of {env_file}" in result.stdout
     # 20 users at 512 MiB, 26 per 14 GiB node: one node is enough, the second is spare.
     assert "(14 GiB − 1 GiB) / 512 MiB = 26\n" in result.stdout
     assert f"{env_file} lists 2 nodes: enough, 1 spare" in result.stdout

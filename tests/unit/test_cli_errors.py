@@ -55,6 +55,26 @@ def test_a_broken_env_file_is_refused_before_anything(tmp_path: Path, task: str)
     assert "NODE_HOSTS is required" in line
 
 
+@pytest.mark.parametrize(
+    ("argv", "data"),
+    [
+        (("invoke", "sandbox.status"), "HUB_HOST=hub\nNODE_HOSTS=nöde\n".encode("latin-1")),
+        (("invoke", "cluster.all"), b"\x7fELF\x02\x01\x01\x00\x00\x00"),
+        (("fab", "-H", "hub", "provision"), b"\x89PNG\r\n\x1a\n\x00\x00"),
+    ],
+)
+def test_an_env_file_that_is_not_utf8_text_is_one_line(
+    tmp_path: Path, argv: tuple[str, ...], data: bytes
+) -> None:
+    env_file = tmp_path / "x.env"
+    env_file.write_bytes(data)
+    # An unreachable Docker engine and no SSH config: had anything been touched, the error
+    # would be another one.
+    result = run(*argv, env_file=env_file, extra_env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    line = one_error_line(result)
+    assert line.startswith(f"error: {env_file} is not a UTF-8 text file: "), line
+
+
 def test_an_unknown_env_name(tmp_path: Path) -> None:
     line = one_error_line(run("invoke", "sandbox.up", env_file="no-such-course"))
     assert "env file" in line and "not found" in line

@@ -80,23 +80,9 @@ def test_bad_homes_settings_are_refused(tmp_path: Path, extra: str, message: str
 # --- names ---
 
 
-@pytest.mark.parametrize(
-    ("name", "directory"),
-    [("alice", "alice"), ("bob-2", "bob-2d2"), ("Eve", "-45ve"), ("a.b@x", "a-2eb-40x")],
-)
-def test_user_directories_are_named_as_dockerspawner_escapes_them(name, directory) -> None:
-    assert homes.escape_user(name) == directory
-
-
 def test_mount_unit_names_follow_systemd_escape() -> None:
     assert homes.mount_unit_name("/srv/swarmhub/homes") == "srv-swarmhub-homes.mount"
     assert homes.mount_unit_name("/srv/course-homes") == "srv-course\\x2dhomes.mount"
-
-
-def test_sizes_are_binary() -> None:
-    assert homes.size_in_bytes("2G") == 2 * 1024**3
-    assert homes.size_in_bytes("512M") == 512 * 1024**2
-    assert homes.size_in_bytes("100") == 100
 
 
 # --- sshfs ---

@@ -244,7 +244,7 @@ def test_logs_of_a_user_ask_every_node_for_oom_kills(tmp_path: Path) -> None:
     found = sources.log_sources(env, "user:alice", 100, follow=False)
     assert [s.host for s in found] == ["h", "n1", "n2"]
     assert "--filter event=oom" in found[1].command and "--until" in found[1].command
-    assert "memory limit of 512M" in found[1].command
+    assert "memory limit of 512 MiB" in found[1].command
     followed = sources.log_sources(env, "user:alice", 100, follow=True)
     assert "--until" not in followed[1].command
 

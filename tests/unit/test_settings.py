@@ -1,5 +1,6 @@
 """Env files: every mistake is one clear line, found before any host is touched."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,58 @@ def test_example_env_documents_every_setting() -> None:
     text = (settings.ENV_DIR / "example.env").read_text()
     keys = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and line[0] != "#"}
     assert keys == set(settings.SCHEMA)
+
+
+# --- files that are not UTF-8 text ---
+
+
+def write_bytes(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "course.env"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Saved as Latin-1 by an editor: é is one byte, 0xe9, that UTF-8 never starts with.
+        (GOOD.encode() + "SSH_USER=josé\n".encode("latin-1"), "line 4 has the byte 0xe9"),
+        (GOOD.encode("utf-16"), "it is UTF-16: save it as UTF-8"),  # Notepad's "Unicode"
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "a NUL byte on line 1 (a binary file?)"),
+        (GOOD.encode() + b"SSH_USER=a\x00b\n", "a NUL byte on line 4"),
+        (b"\x89PNG\r\n\x1a\n", "is not a UTF-8 text file"),
+    ],
+)
+def test_a_file_that_is_not_utf8_text_is_one_line_naming_it(
+    tmp_path: Path, data: bytes, expected: str
+) -> None:
+    path = write_bytes(tmp_path, data)
+    with pytest.raises(SwarmhubError) as caught:
+        settings.load(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path} is not a UTF-8 text file: ")
+    assert expected in message and "\n" not in message
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    loaded = settings.load(str(write_bytes(tmp_path, GOOD.encode("utf-8-sig"))))
+    assert loaded.hub_host == "hub.example.edu"
+
+
+def test_a_users_file_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path) -> None:
+    users = tmp_path / "users.txt"
+    users.write_bytes("alice\njosé\n".encode("latin-1"))
+    with pytest.raises(SwarmhubError, match=rf"^{users} is not a UTF-8 text file: line 2"):
+        settings.names_in_file(users)
+
+
+def test_an_unreadable_env_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: every file is readable")
+        with pytest.raises(SwarmhubError, match=rf"^cannot read {path}: Permission denied"):
+            settings.load(str(path))
+    finally:
+        path.chmod(0o600)

@@ -121,7 +121,7 @@ def test_build_uses_the_legacy_builder_on_host_networking() -> None:
 
 def test_hub_settings_carry_limits_users_and_the_user_image(env) -> None:
     text = hub.hub_settings_env(env)
-    assert "USER_MEM_LIMIT=2G" in text and "USER_CPU_LIMIT=1.0" in text
+    assert f"USER_MEM_LIMIT={2 * 1024**3}\n" in text and "USER_CPU_LIMIT=1.0" in text
     assert "ALLOWED_USERS=alice,bob" in text and "ADMIN_USERS=alice" in text
     assert "USER_IMAGE=hub:5000/swarmhub/user:" in text
 
@@ -155,11 +155,6 @@ def test_self_signed_certificate_names_the_domain_and_address() -> None:
     command = proxy.self_signed_command("sam-proxy", "10.231.0.11")
     assert "subjectAltName=DNS:sam-proxy,IP:10.231.0.11" in command
     assert "chmod 600 /etc/swarmhub/tls/privkey.pem" in command
-
-
-def test_ca_bundle_split_command() -> None:
-    command = provision.split_bundle_command("/b.pem", "/d")
-    assert command.endswith("update-ca-certificates >/dev/null")
 
 
 def test_fab_host_runs_its_part_of_a_task_of_several_roles(env) -> None:

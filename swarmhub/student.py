@@ -1,6 +1,9 @@
 """A student, as an HTTP client: log in through the proxy, start a server, run code in a kernel.
 
 Real HTTP and a real websocket, through nginx, chp, the hub and the user's server on a node.
+`invoke sandbox.student`, the login-storm benchmark and the end-to-end tests are students
+this way. What goes wrong on the student's side (a refused login, a spawn that fails, a
+kernel that dies) is a StudentError, one line saying what happened.
 """
 
 from __future__ import annotations
@@ -17,23 +20,32 @@ import requests
 import urllib3
 import websocket
 
-urllib3.disable_warnings(
-    urllib3.exceptions.InsecureRequestWarning
-)  # the sandbox's self-signed cert
+from swarmhub.errors import SwarmhubError
 
 
-class KernelDied(AssertionError):
+class StudentError(SwarmhubError):
+    """What a student met: a refused login, a spawn that failed or timed out, a pull that did
+    not finish, an error in their code."""
+
+
+class KernelDied(StudentError):
     """The kernel died while running the code (killed for going over its memory limit, say)."""
 
 
 @dataclass
 class Student:
+    """One student's browser session with the hub, through the proxy."""
+
     base_url: str  # https://10.231.0.11
     name: str
     password: str
     ca_file: str | None = None  # the proxy's certificate; None: not verified
 
     def __post_init__(self) -> None:
+        if not self.ca_file:
+            # Asked not to verify (the sandbox's self-signed certificate, unknown to the
+            # caller): urllib3 would warn at every request, hundreds of lines in a login storm.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.http = requests.Session()
         self.http.trust_env = False  # no proxy, no CA bundle from the environment
         self.http.verify = self.ca_file or False
@@ -46,6 +58,7 @@ class Student:
         return self.http.cookies.get("_xsrf", "")
 
     def login(self) -> None:
+        """Log in with the login form, as a browser does (its _xsrf cookie included)."""
         page = self.http.get(f"{self.base_url}/hub/login", timeout=30)
         page.raise_for_status()
         response = self.http.post(
@@ -55,9 +68,10 @@ class Student:
             allow_redirects=False,
         )
         if response.status_code not in (302, 303):
-            raise AssertionError(f"login of {self.name} refused: {response.status_code}")
+            raise StudentError(f"login of {self.name} refused: {response.status_code}")
 
     def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        """A request to the hub's REST API (``/hub/api{path}``) with the student's cookies."""
         headers = {"X-XSRFToken": self._xsrf("/hub/")}
         return self.http.request(
             method, f"{self.base_url}/hub/api{path}", headers=headers, timeout=60, **kwargs
@@ -68,7 +82,7 @@ class Student:
         does: one event stream of the spawn's progress (no polling), then the user's model."""
         response = self.api("POST", f"/users/{self.name}/server")
         if response.status_code not in (201, 202, 400):  # 400: already running
-            raise AssertionError(f"spawn refused: {response.status_code} {response.text}")
+            raise StudentError(f"spawn refused: {response.status_code} {response.text}")
         deadline = time.monotonic() + timeout
         if response.status_code == 202:
             self._wait_for_progress(timeout)
@@ -78,9 +92,9 @@ class Student:
             if server.get("ready"):
                 return model
             if not model.get("pending") and not server:
-                raise AssertionError(f"the server of {self.name} failed to start: {model}")
+                raise StudentError(f"the server of {self.name} failed to start: {model}")
             time.sleep(2)
-        raise AssertionError(f"the server of {self.name} was not ready in {timeout:.0f} s")
+        raise StudentError(f"the server of {self.name} was not ready in {timeout:.0f} s")
 
     def _wait_for_progress(self, timeout: float) -> None:
         """Read the spawn's progress events until it is ready or failed (or the stream ends);
@@ -100,6 +114,7 @@ class Student:
                     return
 
     def stop_server(self) -> None:
+        """Ask the hub to stop the student's server (it answers before the server is gone)."""
         self.api("DELETE", f"/users/{self.name}/server")
 
     def follow_link(self, link: str, timeout: float = 180) -> tuple[str, list[dict]]:
@@ -107,11 +122,11 @@ class Student:
 
         The hub sends the student to their server's git-pull page; the page's script asks
         git-pull/api to pull (an event stream, until 'finished' or 'error'), then opens
-        ``urlpath``. Raises AssertionError when the pull does not finish.
+        ``urlpath``. Raises StudentError when the pull does not finish.
         """
         page = self.http.get(link, timeout=120)
         if page.status_code != 200 or not re.search(rf"/user/{self.name}/git-pull\?", page.url):
-            raise AssertionError(f"{link} led to {page.status_code} {page.url}")
+            raise StudentError(f"{link} led to {page.status_code} {page.url}")
         data = {k: unquote(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', page.text)}
         params = {"_xsrf": data["xsrf"], "repo": data["repo"], "targetpath": data["targetpath"]}
         if "branch" in data:
@@ -120,14 +135,14 @@ class Student:
         api = f"{self.base_url}{data['base-url']}git-pull/api"
         with self.http.get(api, params=params, stream=True, timeout=timeout) as stream:
             if stream.status_code != 200:
-                raise AssertionError(f"git-pull/api: {stream.status_code} {stream.text[:300]}")
+                raise StudentError(f"git-pull/api: {stream.status_code} {stream.text[:300]}")
             for line in stream.iter_lines(decode_unicode=True):
                 if line and line.startswith("data: "):
                     events.append(json.loads(line[len("data: ") :]))
                     if events[-1]["phase"] in ("finished", "error"):
                         break
         if not events or events[-1]["phase"] != "finished":
-            raise AssertionError(f"the pull did not finish: {events[-3:]}")
+            raise StudentError(f"the pull did not finish: {events[-3:]}")
         return f"{self.base_url}{data['base-url']}{data['path']}", events
 
     def run_code(self, code: str, timeout: float = 120) -> str:
@@ -141,7 +156,7 @@ class Student:
             if page.status_code == 200:
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"{user_url}/api/status: {page.status_code}")
+                raise StudentError(f"{user_url}/api/status: {page.status_code}")
             time.sleep(2)
         xsrf = self._xsrf(f"/user/{self.name}/")
         kernel = self.http.post(
@@ -199,7 +214,7 @@ class Student:
                 if kind == "stream":
                     output.append(message["content"]["text"])
                 elif kind == "error":
-                    raise AssertionError(f"the kernel raised {message['content']['ename']}")
+                    raise StudentError(f"the kernel raised {message['content']['ename']}")
                 elif kind == "status" and message["content"]["execution_state"] == "idle":
                     return "".join(output)
         finally:

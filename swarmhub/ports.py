@@ -1,0 +1,12 @@
+"""Ports that several parts of swarmhub must agree on, each written once.
+
+chp (configurable-http-proxy) listens on the hub at CHP_PORT: the hub's compose file
+publishes it, nginx on the proxy host forwards to it, the firewall opens it to the proxy
+host only, and the runbook and the observer reach the hub's API through it on the hub.
+"""
+
+from __future__ import annotations
+
+CHP_PORT = 8000
+# The hub's REST API through chp, from the hub itself (no firewall rule is needed for that).
+HUB_API = f"http://127.0.0.1:{CHP_PORT}/hub/api"
