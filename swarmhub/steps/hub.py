@@ -15,6 +15,7 @@ import time
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.hubside import SPAWNER_MODULE
 from swarmhub.runbook.ensure import ensure_directory, ensure_file, ensure_secret
 from swarmhub.runbook.host import Host
 from swarmhub.runbook.session import Session, Step
@@ -103,9 +104,13 @@ def hub_config() -> str:
     return (TEMPLATES / "jupyterhub_config.py").read_text()
 
 
+def spawner_module() -> str:
+    return SPAWNER_MODULE.read_text()
+
+
 def render_compose(settings: Settings) -> str:
     digest = hashlib.sha256(
-        (hub_config() + hub_settings_env(settings) + auth_env(settings)).encode()
+        (hub_config() + spawner_module() + hub_settings_env(settings) + auth_env(settings)).encode()
     ).hexdigest()[:16]
     environment = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
@@ -170,6 +175,8 @@ def apply(session: Session, hub: Host) -> None:
         hub, f"{secrets_dir}/auth.env", auth_env(settings), mode="0600", describe="login secrets"
     )
     changed |= ensure_file(hub, f"{directory}/hub.env", hub_settings_env(settings))
+    # The module first: the config that imports it is never on the hub without it.
+    changed |= ensure_file(hub, f"{directory}/swarmhub_spawner.py", spawner_module())
     changed |= ensure_file(hub, f"{directory}/jupyterhub_config.py", hub_config())
     changed |= ensure_file(hub, f"{directory}/compose.yml", render_compose(settings))
     if hub.plan:
