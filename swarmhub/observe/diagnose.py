@@ -61,7 +61,8 @@ def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     paths = []
     if "hub" in roles:
         hub_dir = settings.hub_dir
-        paths += [f"{hub_dir}/compose.yml", f"{hub_dir}/jupyterhub_config.py", f"{hub_dir}/hub.env"]
+        hub_files = ("compose.yml", "jupyterhub_config.py", "swarmhub_spawner.py", "hub.env")
+        paths += [f"{hub_dir}/{name}" for name in hub_files]
         paths += [DAEMON_JSON, REGISTRY_CONFIG_PATH]
     if "node" in roles:
         paths.append(DAEMON_JSON)

@@ -12,6 +12,7 @@ import hashlib
 import shlex
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.hubside import SPAWNER_MODULE
 from swarmhub.ports import CHP_PORT, HUB_API
 from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
@@ -102,9 +103,15 @@ def hub_config() -> str:
     return render("hub/jupyterhub_config.py")
 
 
+def spawner_module() -> str:
+    """The spawner the config imports, placed beside it (swarmhub/hubside/, which runs in the
+    hub's image: read as a file here, never imported by the runbook)."""
+    return SPAWNER_MODULE.read_text()
+
+
 def render_compose(settings: Settings) -> str:
     digest = hashlib.sha256(
-        (hub_config() + hub_settings_env(settings) + auth_env(settings)).encode()
+        (hub_config() + spawner_module() + hub_settings_env(settings) + auth_env(settings)).encode()
     ).hexdigest()[:16]
     return render(
         "hub/compose.yml.j2",
@@ -154,6 +161,8 @@ def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tupl
     return [
         (f"{secrets_dir}/auth.env", auth_env(settings), "0600"),
         (f"{directory}/hub.env", hub_settings_env(settings), "0644"),
+        # The module first: the config that imports it is never on the hub without it.
+        (f"{directory}/swarmhub_spawner.py", spawner_module(), "0644"),
         (f"{directory}/jupyterhub_config.py", hub_config(), "0644"),
         (f"{directory}/compose.yml", render_compose(settings), "0644"),
     ]

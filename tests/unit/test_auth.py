@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.steps import hub
-from tests.unit.hub_config import Config, run_hub_config
 
 HOSTS = "HUB_HOST=hub\nNODE_HOSTS=node-1,node-2\nPROXY_HOST=proxy\n"
 SANDBOX = "SSH_CONFIG=.sandbox-x/ssh_config\n"
@@ -116,15 +117,10 @@ def test_the_client_secret_goes_to_the_secrets_only(tmp_path: Path) -> None:
     assert "OAUTH_CALLBACK_URL=https://hub.example.edu/hub/oauth_callback\n" in public
 
 
-def render_hub_config(env_text: str, monkeypatch: pytest.MonkeyPatch) -> Config:
-    """Run jupyterhub_config.py with the variables the hub's env files give it."""
-    return run_hub_config(env_text, monkeypatch)[0]
-
-
-def test_the_hub_config_for_oidc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hub_config_for_oidc(tmp_path: Path, load_hub_config: Callable[[str], Config]) -> None:
     env = oidc_env(tmp_path)
     secrets = "CULLER_API_TOKEN=t\n" + hub.auth_env(env)
-    config = render_hub_config(hub.hub_settings_env(env) + secrets, monkeypatch)
+    config = load_hub_config(hub.hub_settings_env(env) + secrets)
     assert config.JupyterHub.authenticator_class == "generic-oauth"
     assert config.OAuthenticator.client_secret == "s3cr3t-client-value"
     assert config.GenericOAuthenticator.token_url == "https://idp.example.edu/token"
@@ -134,22 +130,26 @@ def test_the_hub_config_for_oidc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "allow_all" not in config.Authenticator
 
 
-def test_the_hub_config_for_google(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hub_config_for_google(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
     google = load(
         tmp_path,
         "AUTHENTICATOR=google\nOAUTH_CLIENT_ID=x\nGOOGLE_HOSTED_DOMAIN=example.edu\n"
         + secret_file(tmp_path),
     )
     text = hub.hub_settings_env(google) + "CULLER_API_TOKEN=t\n" + hub.auth_env(google)
-    config = render_hub_config(text, monkeypatch)
+    config = load_hub_config(text)
     assert config.JupyterHub.authenticator_class == "google"
     assert config.GoogleOAuthenticator.hosted_domain == ["example.edu"]
     assert config.Authenticator.allow_all is True
 
 
-def test_the_hub_config_for_the_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_hub_config_for_the_sandbox(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
     sandbox = load(tmp_path, SANDBOX + "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=pw\n")
     text = hub.hub_settings_env(sandbox) + "CULLER_API_TOKEN=t\n" + hub.auth_env(sandbox)
-    config = render_hub_config(text, monkeypatch)
+    config = load_hub_config(text)
     assert config.JupyterHub.authenticator_class == "dummy"
     assert config.DummyAuthenticator.password == "pw"

@@ -1,31 +1,39 @@
-"""The hub's spawn queue (templates/hub/jupyterhub_config.py): servers start in turns, in order
-of arrival, and a spawn the hub gives up on never keeps a turn."""
+"""The hub's spawn queue (swarmhub/hubside/swarmhub_spawner.py, set up by the hub's
+jupyterhub_config.py): servers start in turns, in order of arrival, and a spawn the hub gives
+up on never keeps a turn."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from traitlets.config import Config
 
 from swarmhub import settings
+from swarmhub.hubside.swarmhub_spawner import SpawnQueue
 from swarmhub.steps import hub
-from tests.unit.hub_config import run_hub_config
 
 HUB_ENV = (
-    "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1073741824\nUSER_CPU_LIMIT=1\nHOMES_DIR=/h\n"
+    "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1G\nUSER_CPU_LIMIT=1\nHOMES_DIR=/h\n"
     "HOME_UID=1000\nHOME_GID=100\nAUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\nCULLER_API_TOKEN=t\n"
 )
 
 
+def hub_queue(config: Config) -> SpawnQueue:
+    """The line the hub's spawner class takes turns in (a class attribute: one for the hub)."""
+    return config.JupyterHub.spawner_class.spawn_queue
+
+
 @pytest.fixture
-def hub_config(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    return run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=2\n", monkeypatch)[1]
+def set_queue(load_hub_config: Callable[[str], Config]) -> SpawnQueue:
+    """The hub's queue with SPAWN_CONCURRENCY=2."""
+    return hub_queue(load_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=2\n"))
 
 
-def test_the_limit_comes_from_the_env(hub_config: dict[str, Any]) -> None:
-    assert hub_config["SPAWN_QUEUE"].limit == 2
+def test_the_limit_comes_from_the_env(set_queue: SpawnQueue) -> None:
+    assert set_queue.limit == 2
 
 
 @pytest.mark.parametrize(("line", "expected"), [("", ""), ("SPAWN_CONCURRENCY=5\n", "5")])
@@ -50,23 +58,23 @@ class FakeSpawner:
 
 
 def test_without_a_setting_two_starts_a_node_taking_servers(
-    monkeypatch: pytest.MonkeyPatch,
+    load_hub_config: Callable[[str], Config],
 ) -> None:
-    config = run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n", monkeypatch)[1]
+    queue = hub_queue(load_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n"))
     swarm = FakeSpawner([("active", "ready"), ("active", "ready"), ("pause", "ready")])
     swarm.nodes.append({"Spec": {"Availability": "active"}, "Status": {"State": "down"}})
 
     async def twice() -> None:
-        await config["follow_nodes"](swarm)
-        await config["follow_nodes"](swarm)  # within 30 s: not asked again
+        await queue.follow_nodes(swarm)
+        await queue.follow_nodes(swarm)  # within 30 s: not asked again
 
     asyncio.run(twice())
-    assert config["SPAWN_QUEUE"].limit == 4
+    assert queue.limit == 4
     assert swarm.calls == 1
 
 
-def test_a_higher_limit_lets_the_next_in_line_start(hub_config: dict[str, Any]) -> None:
-    queue = hub_config["SpawnQueue"](1)
+def test_a_higher_limit_lets_the_next_in_line_start() -> None:
+    queue = SpawnQueue(1)
 
     async def scenario() -> tuple[bool, int]:
         await queue.take_turn()
@@ -79,14 +87,14 @@ def test_a_higher_limit_lets_the_next_in_line_start(hub_config: dict[str, Any]) 
     assert asyncio.run(scenario()) == (True, 2)
 
 
-def test_a_set_limit_follows_the_env_not_the_nodes(hub_config: dict[str, Any]) -> None:
+def test_a_set_limit_follows_the_env_not_the_nodes(set_queue: SpawnQueue) -> None:
     swarm = FakeSpawner([("active", "ready")] * 5)
-    asyncio.run(hub_config["follow_nodes"](swarm))
-    assert hub_config["SPAWN_QUEUE"].limit == 2 and swarm.calls == 0
+    asyncio.run(set_queue.follow_nodes(swarm))
+    assert set_queue.limit == 2 and swarm.calls == 0
 
 
-def test_starts_take_turns_in_order_of_arrival(hub_config: dict[str, Any]) -> None:
-    queue = hub_config["SpawnQueue"](2)
+def test_starts_take_turns_in_order_of_arrival() -> None:
+    queue = SpawnQueue(2)
     order: list[str] = []
     places: dict[str, int] = {}
 
@@ -115,8 +123,8 @@ def test_starts_take_turns_in_order_of_arrival(hub_config: dict[str, Any]) -> No
     assert queue.starting == 0 and not queue.waiting
 
 
-def test_a_spawn_given_up_while_waiting_leaves_the_line(hub_config: dict[str, Any]) -> None:
-    queue = hub_config["SpawnQueue"](1)
+def test_a_spawn_given_up_while_waiting_leaves_the_line() -> None:
+    queue = SpawnQueue(1)
 
     async def scenario() -> tuple[int, int]:
         await queue.take_turn()
@@ -136,8 +144,8 @@ def test_a_spawn_given_up_while_waiting_leaves_the_line(hub_config: dict[str, An
     assert starting == 0
 
 
-def test_a_turn_handed_to_a_cancelled_spawn_is_passed_on(hub_config: dict[str, Any]) -> None:
-    queue = hub_config["SpawnQueue"](1)
+def test_a_turn_handed_to_a_cancelled_spawn_is_passed_on() -> None:
+    queue = SpawnQueue(1)
 
     async def scenario() -> int:
         await queue.take_turn()
@@ -154,8 +162,8 @@ def test_a_turn_handed_to_a_cancelled_spawn_is_passed_on(hub_config: dict[str, A
     assert asyncio.run(scenario()) == 0
 
 
-def test_a_lower_limit_holds_the_line_until_starts_end(hub_config: dict[str, Any]) -> None:
-    queue = hub_config["SpawnQueue"](3)
+def test_a_lower_limit_holds_the_line_until_starts_end() -> None:
+    queue = SpawnQueue(3)
 
     async def scenario() -> list[int]:
         for _ in range(3):
@@ -175,8 +183,10 @@ def test_a_lower_limit_holds_the_line_until_starts_end(hub_config: dict[str, Any
     assert asyncio.run(scenario()) == [2, 1, 1]
 
 
-def test_a_swarm_that_does_not_answer_leaves_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = run_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n", monkeypatch)[1]
+def test_a_swarm_that_does_not_answer_leaves_the_limit(
+    load_hub_config: Callable[[str], Config],
+) -> None:
+    queue = hub_queue(load_hub_config(HUB_ENV + "SPAWN_CONCURRENCY=\n"))
     warnings: list[str] = []
 
     class Unreachable:
@@ -185,6 +195,6 @@ def test_a_swarm_that_does_not_answer_leaves_the_limit(monkeypatch: pytest.Monke
         async def docker(self, method: str, **_: object) -> list[dict]:
             raise OSError("docker.sock: connection refused")
 
-    asyncio.run(config["follow_nodes"](Unreachable()))
-    assert config["SPAWN_QUEUE"].limit == 2
+    asyncio.run(queue.follow_nodes(Unreachable()))
+    assert queue.limit == 2
     assert warnings and "could not list the swarm's nodes" in warnings[0]

@@ -1,0 +1,12 @@
+"""Code that runs inside the hub container, not in the runbook.
+
+hub.deploy copies these files to the hub beside jupyterhub_config.py, where swarmhub is not
+installed: they import only the standard library and what the hub image has (jupyterhub,
+dockerspawner, tornado), and the runbook reads them as files, never imports them.
+"""
+
+from pathlib import Path
+
+# Read by hub.deploy (its content is part of the hub's config digest) and imported by the
+# hub's jupyterhub_config.py as the top-level module `swarmhub_spawner`.
+SPAWNER_MODULE = Path(__file__).with_name("swarmhub_spawner.py")

@@ -1,0 +1,43 @@
+"""The hub's configuration loaded as the hub loads it: the files hub.deploy writes, side by
+side as the compose file mounts them in /srv/jupyterhub, run by JupyterHub's own loader for
+python config files (traitlets) with the variables the hub's env files give it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from jupyterhub.app import JupyterHub
+from traitlets.config import Config
+
+from swarmhub.steps import hub
+
+HUB_MODULE = "swarmhub_spawner"  # the name jupyterhub_config.py imports it by, on the hub
+
+
+@pytest.fixture
+def load_hub_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], Config]]:
+    """load(env_text): the config jupyterhub_config.py makes, in a fresh `swarmhub_spawner`."""
+    directory = tmp_path / "srv-jupyterhub"
+    directory.mkdir()
+    config_file = directory / "jupyterhub_config.py"
+    config_file.write_text(hub.hub_config())
+    (directory / f"{HUB_MODULE}.py").write_text(hub.spawner_module())
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the config puts its directory first
+
+    def load(env_text: str) -> Config:
+        for line in env_text.splitlines():
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                monkeypatch.setenv(key, value)
+        sys.modules.pop(HUB_MODULE, None)  # a new hub process: a new spawn queue
+        # `jupyterhub -f /srv/jupyterhub/jupyterhub_config.py`: an absolute name, no path.
+        loader = JupyterHub.python_config_loader_class(str(config_file), path=None)
+        return loader.load_config()
+
+    yield load
+    sys.modules.pop(HUB_MODULE, None)

@@ -1,0 +1,181 @@
+"""The hub's spawner module (swarmhub/hubside/swarmhub_spawner.py): placed beside
+jupyterhub_config.py on the hub, importable there without swarmhub, and set up by the config
+on the real JupyterHub and DockerSpawner the hub image pins."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from dockerspawner import SwarmSpawner
+from jupyterhub.utils import format_exception
+from traitlets.config import Config
+
+from swarmhub import settings
+from swarmhub.hubside import SPAWNER_MODULE
+from swarmhub.observe.diagnose import config_paths
+from swarmhub.settings import PROJECT_ROOT
+from swarmhub.steps import hub
+
+# What the hub image has besides the standard library (images/hub/requirements.txt) that the
+# module may use.
+HUB_IMAGE_PACKAGES = {"dockerspawner", "jupyterhub", "tornado"}
+
+
+def hub_env(homes: Path) -> str:
+    return (
+        "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1G\nUSER_CPU_LIMIT=1.5\n"
+        f"HOMES_DIR={homes}\nHOME_UID={os.getuid()}\nHOME_GID={os.getgid()}\n"
+        "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\nCULLER_API_TOKEN=t\nSPAWN_CONCURRENCY=\n"
+    )
+
+
+def course(tmp_path: Path) -> settings.Settings:
+    env_file = tmp_path / "course.env"
+    env_file.write_text("HUB_HOST=hub\nNODE_HOSTS=n1,n2\nPROXY_HOST=proxy\n")
+    return settings.load(str(env_file))
+
+
+def test_the_module_imports_only_what_the_hub_image_has() -> None:
+    tree = ast.parse(SPAWNER_MODULE.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import: the hub has no package around it"
+            imported.add((node.module or "").split(".")[0])
+    assert imported - set(sys.stdlib_module_names) <= HUB_IMAGE_PACKAGES
+
+
+def test_the_tests_use_the_hub_images_versions() -> None:
+    lock = (PROJECT_ROOT / "images" / "hub" / "requirements.txt").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lock if "==" in line and not line.startswith("#"))
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["test"]
+    test_pins = dict(item.split("==") for item in extra if "==" in item)
+    assert set(test_pins) >= {*HUB_IMAGE_PACKAGES, "traitlets"}  # traitlets: the config loader
+    assert test_pins == {name: pinned[name] for name in test_pins}
+
+
+def test_the_hub_mounts_the_module_beside_its_config(tmp_path: Path) -> None:
+    compose = hub.render_compose(course(tmp_path))
+    assert "command: [jupyterhub, -f, /srv/jupyterhub/jupyterhub_config.py]\n" in compose
+    assert "- ./jupyterhub_config.py:/srv/jupyterhub/jupyterhub_config.py:ro\n" in compose
+    assert "- ./swarmhub_spawner.py:/srv/jupyterhub/swarmhub_spawner.py:ro" in compose
+
+
+def test_diagnose_collects_the_module(tmp_path: Path) -> None:
+    loaded = course(tmp_path)
+    assert f"{loaded.hub_dir}/swarmhub_spawner.py" in config_paths(loaded, ("hub",))
+
+
+def test_a_changed_spawner_restarts_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = course(tmp_path)
+    before = hub.render_compose(loaded)
+    monkeypatch.setattr(hub, "spawner_module", lambda: SPAWNER_MODULE.read_text() + "# new\n")
+    after = hub.render_compose(loaded)
+    changed = [
+        (b, a) for b, a in zip(before.splitlines(), after.splitlines(), strict=True) if b != a
+    ]
+    assert len(changed) == 1 and "io.swarmhub.config:" in changed[0][0]
+
+
+def hub_spawner(config: Config, user: str = "Bob") -> SwarmSpawner:
+    """A user's spawner as the hub makes it: the config's class with the config's values."""
+    return config.JupyterHub.spawner_class(config=config, user=SimpleNamespace(name=user))
+
+
+def test_the_config_sets_up_the_real_spawner(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    config = load_hub_config(hub_env(tmp_path / "homes"))
+    spawner = hub_spawner(config)
+    assert isinstance(spawner, SwarmSpawner)
+    assert spawner.mem_limit == spawner.mem_guarantee == 1024**3  # "1G" reaches Docker as bytes
+    assert spawner.cpu_limit == 1.5
+    assert spawner.start_timeout == spawner.http_timeout == 300
+    assert spawner.extra_placement_spec == {"constraints": ["node.role == worker"]}
+
+
+def test_the_hub_makes_the_home_the_server_mounts(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    homes = tmp_path / "homes"
+    spawner = hub_spawner(load_hub_config(hub_env(homes)), user="Bob")
+    spawner.run_pre_spawn_hook()
+    home = homes / "-42ob"  # DockerSpawner's escaping of "Bob"
+    assert home.is_dir() and home.stat().st_mode & 0o777 == 0o700
+    assert spawner.volume_binds == {str(home): {"bind": "/home/jovyan", "mode": "rw"}}
+    home.chmod(0o755)  # changed by hand: set right again at the next spawn
+    spawner.run_pre_spawn_hook()
+    assert home.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_full_cluster_is_said_at_once(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    spawner = hub_spawner(load_hub_config(hub_env(tmp_path)))
+    asked: list[str] = []
+
+    async def get_task() -> dict:
+        asked.append("task")
+        return {"Status": {"State": "pending", "Err": "no suitable node (insufficient resources)"}}
+
+    spawner.get_task = get_task
+    with pytest.raises(RuntimeError, match="cluster full") as caught:
+        asyncio.run(asyncio.wait_for(spawner.start_object(), 1))
+    message, _ = format_exception(caught.value)  # what JupyterHub shows the student
+    assert message.startswith("The cluster is full right now: no node has room")
+    assert asked == ["task"]
+
+
+def test_a_running_task_is_seen_at_once(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    spawner = hub_spawner(load_hub_config(hub_env(tmp_path)))
+    states = iter(["running", "running"])
+
+    async def get_task() -> dict:
+        return {"Status": {"State": next(states)}}
+
+    spawner.get_task = get_task
+    asyncio.run(asyncio.wait_for(spawner.start_object(), 0.5))
+    assert next(states, None) is None  # ours looked once, then SwarmSpawner's own check
+
+
+def test_a_waiting_student_sees_their_place_in_line(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    config = load_hub_config(hub_env(tmp_path).replace("SPAWN_CONCURRENCY=", "SPAWN_CONCURRENCY=1"))
+    spawners = [hub_spawner(config, user=name) for name in ("ann", "ben", "cat", "dan")]
+
+    async def storm() -> tuple[dict, dict]:
+        queue = config.JupyterHub.spawner_class.spawn_queue
+        await queue.take_turn()  # ann starts
+        waiting = [asyncio.create_task(queue.take_turn(s._queued)) for s in spawners[1:]]
+        await asyncio.sleep(0)
+        progress = spawners[3].progress()
+        dan_sees = await anext(progress)
+        await progress.aclose()
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        spawners[0].phase = "booting"
+        return dan_sees, await anext(spawners[0].progress())
+
+    dan_sees, ann_sees = asyncio.run(storm())
+    assert dan_sees == {
+        "progress": 10,
+        "message": "Many students are starting at once: 2 ahead of you in line",
+    }
+    assert ann_sees == {"progress": 80, "message": "Your server is booting"}
