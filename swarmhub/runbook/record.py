@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swarmhub.mask import mask_line
 from swarmhub.runbook.change import Change
+from swarmhub.settings import PROJECT_ROOT
 
 
 @dataclass
@@ -59,10 +61,15 @@ class Recorder:
         while (folder / f"{self.host}-{number}.json").exists():
             number += 1
         path = folder / f"{self.host}-{number}.json"
+        source = Path(settings.source).resolve()
+        try:
+            env = str(source.relative_to(PROJECT_ROOT))
+        except ValueError:
+            env = str(source)
         data = {
             "step": self.step,
             "host": self.host,
-            "env": settings.source.name,
+            "env": env,
             "probes": self.probes,
             "changes": self.changes,
         }
@@ -77,7 +84,8 @@ def change_record(change: Change, host: str) -> dict[str, Any]:
     return {
         "host": host,
         "message": change.message,
-        "commands": list(change.commands),
+        # A change's commands may carry a secret (the join token): never in a fixture.
+        "commands": [mask_line(command) for command in change.commands],
         "files": [
             {
                 "path": f.path,

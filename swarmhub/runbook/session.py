@@ -225,7 +225,8 @@ class Session:
 
     def host(self, name: str) -> Host:
         """A connected host, connecting on first use (e.g. the hub, for a node's join token)."""
-        return self.connect([name])[0]
+        found = self.hosts.get(name)  # no lock once connected: a shared fact's probes run
+        return found if found is not None else self.connect([name])[0]  # in other threads
 
     def remember(self, key: str, compute: Callable[[], T], context: StepContext) -> T:
         with self._lock:
@@ -472,11 +473,14 @@ def run_steps(
             names.append(settings.hub_host)
         session.connect(names)
         if locking:
-            held = RunLock(session.host(settings.hub_host))
-            held.acquire(holder_line(command or " ".join(step.name for step in steps)))
+            hub = session.host(settings.hub_host)
+            holder = holder_line(command or " ".join(step.name for step in steps))
+            held = RunLock.acquire(hub.connection, holder, hub=hub.name)
         error: SwarmhubError | None = None
         for step, hosts in targets:
             try:
+                if held is not None:
+                    held.ensure_held()
                 session.run_step(step, hosts)
             except SwarmhubError as failure:
                 error = failure

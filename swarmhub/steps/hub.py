@@ -216,9 +216,7 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull"],
         files=[FileWrite.of(p, c, mode=m) for p, c, m, _ in files],
         then=[hub_answers()],
-        restarts="the hub (JupyterHub; chp and students' servers keep running)"
-        if files or "jupyterhub" in stopped
-        else "",
+        restarts="JupyterHub" if "jupyterhub" in running and (files or changed) else "",
     )
 
 

@@ -121,10 +121,10 @@ def test_a_docker_api_on_tcp_is_found() -> None:
 
 
 def test_the_firewalls_state_is_read_in_one_round_trip() -> None:
-    assert firewall.firewall_state("enabled=enabled\nactive=active\nloaded=yes\n") == {
+    assert firewall.firewall_state("enabled active yes\n") == {
         "enabled": "enabled",
         "active": "active",
         "loaded": "yes",
     }
-    # A host without the unit yet: systemctl prints nothing on stdout.
-    assert firewall.firewall_state("enabled=\nactive=inactive\nloaded=no\n")["enabled"] == ""
+    # A host without the unit yet: systemctl prints nothing, unit_state_command says none.
+    assert firewall.firewall_state("none inactive no\n")["enabled"] == "none"

@@ -31,7 +31,7 @@ HUB_IMAGE_PACKAGES = {"dockerspawner", "jupyterhub", "tornado"}
 
 def hub_env(homes: Path) -> str:
     return (
-        "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1G\nUSER_CPU_LIMIT=1.5\n"
+        "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1073741824\nUSER_CPU_LIMIT=1.5\n"
         f"HOMES_DIR={homes}\nHOME_UID={os.getuid()}\nHOME_GID={os.getgid()}\n"
         "AUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\nCULLER_API_TOKEN=t\nSPAWN_CONCURRENCY=\n"
     )
@@ -101,7 +101,7 @@ def test_the_config_sets_up_the_real_spawner(
     config = load_hub_config(hub_env(tmp_path / "homes"))
     spawner = hub_spawner(config)
     assert isinstance(spawner, SwarmSpawner)
-    assert spawner.mem_limit == spawner.mem_guarantee == 1024**3  # "1G" reaches Docker as bytes
+    assert spawner.mem_limit == spawner.mem_guarantee == 1024**3  # the env's bytes reach Docker
     assert spawner.cpu_limit == 1.5
     assert spawner.start_timeout == spawner.http_timeout == 300
     assert spawner.extra_placement_spec == {"constraints": ["node.role == worker"]}

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import io
-import shlex
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.interact import clone_directory, interact_link
-from swarmhub.runbook.ensure import sha256
-from swarmhub.runbook.host import Host
+from swarmhub.runbook.change import Change, Ok
 from swarmhub.sandbox import git_server
+from tests.unit.fakehost import FakeHost, answering, declared, view_of
 
 PUBLIC = "https://jupyter.example.edu/"
 
@@ -92,10 +90,11 @@ def test_bad_input_is_one_line_saying_what_to_do(repo, path, branch, app, messag
 
 
 def test_git_daemon_unit_is_read_only_and_exports_the_git_root() -> None:
-    assert "--export-all" in git_server.UNIT
-    assert "--base-path=/srv/git" in git_server.UNIT
-    assert "receive-pack" not in git_server.UNIT  # pushing over git:// stays disabled
-    assert "User=git" in git_server.UNIT
+    unit = git_server.render_unit()
+    assert "--export-all" in unit
+    assert "--base-path=/srv/git" in unit
+    assert "receive-pack" not in unit  # pushing over git:// stays disabled
+    assert "User=git" in unit
 
 
 def test_repository_names_urls_and_commands() -> None:
@@ -123,44 +122,35 @@ def test_tarball_leaves_out_the_directorys_own_git(tmp_path: Path) -> None:
         git_server.tarball_of(tmp_path / "missing")
 
 
-class FakeConnection:
-    """Answers the probes of a host where the git server is already set up; records commands."""
-
-    def __init__(self, unit: str) -> None:
-        self.unit, self.commands = unit, []
-
-    def run(self, command: str, **_: object) -> SimpleNamespace:
-        command = shlex.split(command)[-1]  # the command inside `sudo -n sh -c …`
-        self.commands.append(command)
-        answers = {
+def git_host(unit_differs: str) -> FakeHost:
+    """The hub where the git server is set up, its unit as ``unit_differs`` says."""
+    return answering(
+        "hub",
+        ("hub",),
+        {
             "dpkg-query": "",  # no package missing
             "id -u git": "998",
             "stat -c '%a %U' /srv/git ": "755 git",
-            f"stat -c '%a %U' {git_server.UNIT_PATH}": (
-                f"644 root\n{sha256(self.unit)}  {git_server.UNIT_PATH}"
-            ),
-            "systemctl is-enabled": "enabled\nactive",
+            "systemctl is-enabled": "enabled active",
             "test -f /srv/git/course.git/HEAD": "",
-        }
-        # Anything else is a change, and succeeds.
-        out = next((text for key, text in answers.items() if key in command), "")
-        return SimpleNamespace(stdout=out, stderr="", ok=True, failed=False, exited=0)
+        },
+        {f"/etc/systemd/system/{git_server.UNIT_NAME}": unit_differs},
+    )
 
 
 def test_a_set_up_git_server_is_left_alone() -> None:
-    connection = FakeConnection(git_server.UNIT)
-    host = Host("hub", ("hub",), connection)
-    git_server.ensure_git_daemon(host)
-    git_server.ensure_repo(host, "course")
-    assert host.tally.changed == 0 and host.tally.ok == 6
-    assert not any("systemctl restart" in c or "git init" in c for c in connection.commands)
+    host = view_of(git_host(""))
+    items = declared(git_server.ensure_git_daemon(host)) + declared(
+        git_server.ensure_repo(host, "course")
+    )
+    assert [type(item) for item in items] == [Ok] * 5
 
 
-def test_a_changed_unit_is_written_and_the_daemon_restarted(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    connection = FakeConnection("an older unit")
-    host = Host("hub", ("hub",), connection)
-    monkeypatch.setattr(host, "put_text", lambda *args, **kwargs: None)
-    git_server.ensure_git_daemon(host)
-    assert host.tally.changed == 2  # the unit, the restart
-    assert any("systemctl daemon-reload" in c for c in connection.commands)
-    assert any(f"systemctl restart {git_server.UNIT_NAME}" in c for c in connection.commands)
+def test_a_changed_unit_is_written_and_the_daemon_restarted() -> None:
+    items = declared(git_server.ensure_git_daemon(view_of(git_host("content"))))
+    (change,) = [item for item in items if isinstance(item, Change)]
+    assert [f.path for f in change.files] == [f"/etc/systemd/system/{git_server.UNIT_NAME}"]
+    assert change.commands == (
+        "systemctl daemon-reload",
+        f"systemctl restart {git_server.UNIT_NAME}",
+    )

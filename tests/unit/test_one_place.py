@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import io
-import shlex
 import subprocess
 import tokenize
 from pathlib import Path
@@ -15,9 +14,9 @@ import pytest
 
 from swarmhub import ca, parallel, ports, settings
 from swarmhub.observe import commands
-from swarmhub.runbook.host import Host
 from swarmhub.sandbox import cluster
 from swarmhub.steps import firewall, hub, provision, proxy
+from tests.unit.fakehost import FakeHost, declared, view_of
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW = {"HUB_HOST": "hub", "NODE_HOSTS": "node-1,node-2", "PROXY_HOST": "proxy"}
@@ -53,7 +52,7 @@ def chp_port_literals(path: Path) -> list[str]:
 def test_chps_port_is_written_once() -> None:
     sources = [p for p in ROOT.glob("swarmhub/**/*.py") if p.name != "ports.py"]
     assert not [hit for p in sources for hit in chp_port_literals(p)]
-    templates = sorted(ROOT.glob("compose/**/*.j2"))
+    templates = sorted(ROOT.glob("templates/**/*.j2"))
     assert templates and not [p.name for p in templates if "8000" in p.read_text()]
     # Not rendered, so not given the constant: images/hub/Dockerfile's EXPOSE (documentation
     # only) names chp's ports by hand.
@@ -121,28 +120,15 @@ def test_a_failed_update_leaves_no_digest_so_the_next_run_tries_again(tmp_path: 
     assert not (tmp_path / "ca" / ".digest").exists()
 
 
-class Recording:
-    """A connection that answers every probe with nothing and records what it is asked."""
-
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-
-    def run(self, command: str, **_: object) -> SimpleNamespace:
-        self.commands.append(command)
-        return SimpleNamespace(stdout="", stderr="", failed=False, exited=0)
-
-    def put(self, *_: object, **__: object) -> None:
-        pass
-
-
 def test_provision_and_the_sandbox_trust_the_cas_with_the_one_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     digest = ca.ca_digest(BUNDLE)
     wanted = ca.trust_command(ca.BUNDLE_PATH, digest)
-    connection = Recording()
-    provision.ensure_extra_ca(Host("node-1", ("node",), connection), BUNDLE)
-    assert connection.commands[-1] == f"sudo -n sh -c {shlex.quote(wanted)}"
+    node = FakeHost("node-1", ("node",), connection=None, files={ca.DIGEST_FILE: ["missing"]})
+    (change,) = declared(provision.ensure_extra_ca(view_of(node), BUNDLE))
+    assert change.commands == (wanted,)
+    assert [f.path for f in change.files] == [ca.BUNDLE_PATH]
 
     asked: list[list[str]] = []
 

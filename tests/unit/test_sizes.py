@@ -119,13 +119,9 @@ def test_the_guarantee_is_the_limit_when_empty(tmp_path: Path) -> None:
     assert f"USER_MEM_GUARANTEE={3 * GIB // 2}\n" in env
 
 
-def test_jupyterhub_config_gives_the_spawner_ints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.unit.hub_config import run_hub_config
-
+def test_jupyterhub_config_gives_the_spawner_ints(tmp_path: Path, load_hub_config) -> None:  # type: ignore[no-untyped-def]
     loaded = load(tmp_path, "USER_MEM_LIMIT=2GB\nAUTHENTICATOR=native\n")
     env_text = hub.hub_settings_env(loaded) + "CULLER_API_TOKEN=t\n"
-    config, _ = run_hub_config(env_text, monkeypatch)
+    config = load_hub_config(env_text)
     assert config.SwarmSpawner.mem_limit == 2 * GIB
     assert config.SwarmSpawner.mem_guarantee == 2 * GIB

@@ -16,7 +16,7 @@ from swarmhub.hubside.swarmhub_spawner import SpawnQueue
 from swarmhub.steps import hub
 
 HUB_ENV = (
-    "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1G\nUSER_CPU_LIMIT=1\nHOMES_DIR=/h\n"
+    "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1073741824\nUSER_CPU_LIMIT=1\nHOMES_DIR=/h\n"
     "HOME_UID=1000\nHOME_GID=100\nAUTHENTICATOR=dummy\nDUMMY_PASSWORD=x\nCULLER_API_TOKEN=t\n"
 )
 

@@ -9,8 +9,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.ensure import file_state_command, parse_file_state
-from swarmhub.runbook.host import Host
+from swarmhub.runbook.host import Host, file_state_command, parse_file_state
 from swarmhub.runbook.session import step_hosts, steps_for_host
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
 
