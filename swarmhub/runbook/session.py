@@ -28,7 +28,7 @@ from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import table
 from swarmhub.parallel import MAX_PARALLEL
-from swarmhub.runbook.change import Change, Later, Note, Ok, Outcome, Steps
+from swarmhub.runbook.change import Change, Later, Note, Ok, Outcome, Steps, Wait
 from swarmhub.runbook.host import Answer, Host, HostView, Result
 from swarmhub.runbook.record import Recorder
 from swarmhub.settings import Settings, check_local_files
@@ -337,32 +337,32 @@ class Session:
             with self._restart_lock:
                 outputs = self._restart_node(target, change, context)
         else:
-            outputs = self.apply_change(target, change)
+            outputs = self.apply_change(target, change, context)
         target.tally.changed += 1
         target.say("changed", message)
         return Outcome(True, tuple(outputs))
 
-    def apply_change(self, target: Host, change: Change) -> list[str]:
+    def apply_change(self, target: Host, change: Change, context: StepContext) -> list[str]:
         """Write the change's files, run its commands, then wait for what follows it."""
         for file in change.files:
             target.write(file)
         outputs = [target.run(command).stdout for command in change.commands]
         for wait in change.then:
-            self.wait(target, wait)
+            self.wait(target, wait, context)
         return outputs
 
     def _restart_node(self, node: Host, change: Change, context: StepContext) -> list[str]:
         """A restart on a node: it takes no new servers meanwhile (swarm's "pause"), then it
         goes back to the availability it had."""
         hub = self.host(self.settings.hub_host)
-        found = hub.probe(
+        found = context.hub.probe(
             f"docker node inspect --format '{{{{.Spec.Availability}}}}' {shlex.quote(node.name)}"
         )
         availability = found.stdout.strip() if found.ok else ""
         if availability == "active":
             hub.run(f"docker node update --availability pause {shlex.quote(node.name)} >/dev/null")
         try:
-            return self.apply_change(node, change)
+            return self.apply_change(node, change, context)
         finally:
             if availability == "active":
                 hub.run(
@@ -378,17 +378,23 @@ class Session:
         ).stdout
         return sorted({line.split(".")[0] for line in out.split() if line.startswith("jupyter-")})
 
-    def wait(self, host: Host, wait: Any) -> None:
+    def wait(self, host: Host, wait: Wait, context: StepContext) -> None:
+        """Poll the wait's probe until it succeeds; its last answer is recorded (not each
+        poll), so that the steps' tests replay it at once."""
         deadline = time.monotonic() + wait.timeout
         while True:
-            if host.probe(wait.command, sudo=wait.sudo).ok:
-                return
-            if time.monotonic() >= deadline:
+            result = host.probe(wait.command, sudo=wait.sudo)
+            if result.ok or time.monotonic() >= deadline:
                 break
             time.sleep(wait.interval)
+        if context.recorder is not None:
+            context.recorder.probe(host.name, wait.command, wait.sudo, result)
+        if result.ok:
+            return
         why = ""
         if wait.explain:
-            why = ": " + host.probe(wait.explain).stdout.strip().replace("\n", " | ")
+            shown = context.probe(host.name, wait.explain, True).stdout.strip()
+            why = ": " + shown.replace("\n", " | ")
         raise SwarmhubError(f"{host.name}: {wait.message}: not within {wait.timeout:.0f} s{why}")
 
     # --- the end ---

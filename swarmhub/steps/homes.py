@@ -93,12 +93,17 @@ def authorized_key_line(settings: Settings, public_key: str) -> str:
     return f'restrict,command="{forced_command(settings)}" {key} {KEY_COMMENT}'
 
 
-def authorize_command(line: str) -> str:
-    """Put ``line`` in root's authorized_keys, replacing an older storage key's line."""
+def authorize_command(settings: Settings, public_key_path: str) -> str:
+    """Put the storage key's line (authorized_key_line, made on the host from the public key
+    file, so that it can be declared before the key exists) in root's authorized_keys,
+    replacing an older storage key's line."""
     keys = "/root/.ssh/authorized_keys"
+    options = shlex.quote(f'restrict,command="{forced_command(settings)}"')
     return (
         f"install -d -m 0700 /root/.ssh && touch {keys} && chmod 600 {keys} && "
-        f"sed -i '/ {KEY_COMMENT}$/d' {keys} && echo {shlex.quote(line)} >> {keys}"
+        f"sed -i '/ {KEY_COMMENT}$/d' {keys} && "
+        f'echo {options} "$(cut -d" " -f1,2 {shlex.quote(public_key_path)})" {KEY_COMMENT} '
+        f">> {keys}"
     )
 
 
@@ -337,17 +342,19 @@ def apply_storage(ctx: StepContext, storage: HostView) -> Steps:
     public = storage.read(f"{key}.pub")
     if public and storage.probe(f"test -s {key}").ok:
         yield Ok("homes key kept")
+        line = authorized_key_line(settings, public)
+        allowed = storage.probe(f"grep -qxF {shlex.quote(line)} /root/.ssh/authorized_keys").ok
     else:
-        made = yield Change("generated the homes key (sshfs)", [keygen_command(key)])
-        if not made.applied:
-            yield Later("root's authorized_keys: the homes key, SFTP only (once it is made)")
-            return
-        public = storage.read(f"{key}.pub")
-    line = authorized_key_line(settings, public)
-    if storage.probe(f"grep -qxF {shlex.quote(line)} /root/.ssh/authorized_keys").ok:
+        # A new key is in no authorized_keys yet: its line follows, made from it on the host.
+        yield Change("generated the homes key (sshfs)", [keygen_command(key)])
+        allowed = False
+    if allowed:
         yield Ok("homes key allowed (SFTP in the homes only)")
     else:
-        yield Change("root's authorized_keys: the homes key, SFTP only", [authorize_command(line)])
+        yield Change(
+            "root's authorized_keys: the homes key, SFTP only",
+            [authorize_command(settings, f"{key}.pub")],
+        )
 
 
 def client_files(ctx: StepContext) -> tuple[str, str] | None:

@@ -219,27 +219,37 @@ def serve(ctx: StepContext, hub: HostView) -> Steps:
     if settings.image_source == "pull":
         yield from pull(ctx, hub)  # the hub runs the hub image and spawns from the user image
         return
-    yield from ensure_packages(hub, ["docker-registry"], "the image registry")
+    installed = yield from ensure_packages(hub, ["docker-registry"], "the image registry")
     config = registry_config(settings)
-    why = file_differs(hub, REGISTRY_CONFIG_PATH, config, "0644", "root")
-    active = running(hub.probe(unit_state_command("docker-registry")).stdout.split())
     listening = Wait(
         "the registry answers",
         f"curl -fsS -o /dev/null http://127.0.0.1:{settings.registry_port}/v2/",
         timeout=20,
         interval=0.5,
     )
-    if why or not active:
+    configure = ["systemctl enable docker-registry", "systemctl restart docker-registry"]
+    if installed:
+        # The package brings a config of its own (that does not start): ours replaces it.
         yield Change(
-            "docker-registry "
-            + ("restarted (config changed)" if active else "started")
-            + (f", config written ({why})" if why else ""),
-            ["systemctl enable docker-registry", "systemctl restart docker-registry"],
-            files=[FileWrite.of(REGISTRY_CONFIG_PATH, config)] if why else [],
+            "docker-registry: swarmhub's config written, registry started",
+            configure,
+            files=[FileWrite.of(REGISTRY_CONFIG_PATH, config)],
             then=[listening],
         )
     else:
-        yield Ok("docker-registry running, config up to date")
+        why = file_differs(hub, REGISTRY_CONFIG_PATH, config, "0644", "root")
+        active = running(hub.probe(unit_state_command("docker-registry")).stdout.split())
+        if why or not active:
+            yield Change(
+                "docker-registry "
+                + ("restarted (config changed)" if active else "started")
+                + (f", config written ({why})" if why else ""),
+                configure,
+                files=[FileWrite.of(REGISTRY_CONFIG_PATH, config)] if why else [],
+                then=[listening],
+            )
+        else:
+            yield Ok("docker-registry running, config up to date")
     ref = image_ref(settings, "user")
     if registry_has(hub, ref):
         yield Ok(f"registry holds {ref}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,21 @@ def test_the_storage_key_may_only_run_sftp_as_the_homes_owner(sshfs) -> None:
         '/usr/lib/openssh/sftp-server -d /srv/swarmhub/homes" ssh-ed25519 AAAAC3Nza '
         "swarmhub-homes"
     )
-    command = homes.authorize_command(line)
+    command = homes.authorize_command(sshfs, "/k.pub")
     assert "sed -i '/ swarmhub-homes$/d' /root/.ssh/authorized_keys" in command
     assert command.endswith(">> /root/.ssh/authorized_keys")
+
+
+def test_the_line_made_on_the_host_is_the_line_checked_for(sshfs, tmp_path: Path) -> None:
+    # The authorize command builds the line from the public key file on the storage host;
+    # the next run checks for authorized_key_line: they must be the same line.
+    public = tmp_path / "k.pub"
+    public.write_text("ssh-ed25519 AAAAC3Nza root@hub\n")
+    keys = tmp_path / "authorized_keys"
+    command = homes.authorize_command(sshfs, str(public)).replace("/root/.ssh", str(tmp_path))
+    subprocess.run(["sh", "-c", command], check=True)
+    line = homes.authorized_key_line(sshfs, public.read_text())
+    assert keys.read_text() == line + "\n"
 
 
 def test_the_storage_key_is_made_on_the_storage_host_without_a_passphrase(sshfs) -> None:

@@ -45,3 +45,21 @@ def test_product_code_imports_nothing_from_tests(path: Path) -> None:
 def test_the_runbook_core_does_not_import_the_observer(path: Path) -> None:
     observer = sorted(m for m in imported_modules(path) if m.startswith("swarmhub.observe"))
     assert not observer, f"{path.relative_to(ROOT)} imports {observer}"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("swarmhub/runbook/*.py")), ids=lambda p: p.name)
+def test_the_runbook_core_does_not_import_the_steps(path: Path) -> None:
+    steps = sorted(m for m in imported_modules(path) if m.startswith("swarmhub.steps"))
+    assert not steps, f"{path.relative_to(ROOT)} imports {steps}"
+
+
+STEP_MODULES = sorted(ROOT.glob("swarmhub/steps/*.py")) + [ROOT / "swarmhub/sandbox/git_server.py"]
+
+
+@pytest.mark.parametrize("path", STEP_MODULES, ids=lambda p: p.name)
+def test_steps_change_hosts_only_by_declaring_changes(path: Path) -> None:
+    # A step gets views (probes only); `.run(`, `.write(`, `.put(` and the plan flag are the
+    # session's. The session is reached only for its connections (a shared fact's probes).
+    source = path.read_text()
+    for forbidden in (".run(", ".write(", ".put(", ".plan", "put_text("):
+        assert forbidden not in source, f"{path.relative_to(ROOT)} uses {forbidden}"
