@@ -24,9 +24,7 @@ HOLDER = "root@prov pid 1234 (invoke cluster.all) since 2026-12-01 11:40:02 UTC"
 
 def test_holder_line_names_user_host_pid_command_and_utc_time() -> None:
     when = datetime(2026, 12, 1, 11, 40, 2, tzinfo=UTC)
-    line = lock.holder_line(
-        "invoke cluster.all", user="root", host="prov", pid=1234, now=when
-    )
+    line = lock.holder_line("invoke cluster.all", user="root", host="prov", pid=1234, now=when)
     assert line == HOLDER
 
 
@@ -183,10 +181,10 @@ def test_without_heartbeats_the_lock_frees_itself(tmp_path: Path) -> None:
 def test_heartbeats_keep_the_lock(tmp_path: Path) -> None:
     path = tmp_path / "run.lock"
     first = take(path, "beating", stale=1)
-    for _ in range(6):
+    for _ in range(5):
         first.process.stdin.write("\n")
         first.process.stdin.flush()
-        time.sleep(0.4)
+        time.sleep(0.3)
     assert first.process.poll() is None
     assert Holder(path, "second").wait() == lock.BUSY_EXIT
     first.close_channel()
