@@ -24,13 +24,16 @@ import pytest
 
 from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.lock import RunLock
+from swarmhub.runbook.lock import LOCK_PATH, RunLock
 
 pytestmark = pytest.mark.e2e
 
-HOST = "lock-hub"
-# The lock file of the test's "hub": this machine's own /run/lock is left alone.
-LOCK_FILE = f"/tmp/swarmhub-lock-test-{os.getpid()}.lock"
+# SWARMHUB_TEST_LOCK_HOST and SWARMHUB_TEST_LOCK_SSH_CONFIG name a real hub instead (a
+# sandbox hub, say: its sudo, its /run/lock); no run of swarmhub may be going on there.
+TARGET_HOST = os.environ.get("SWARMHUB_TEST_LOCK_HOST")
+HOST = TARGET_HOST or "lock-hub"
+# The lock file of the test's own sshd: this machine's /run/lock is left alone.
+LOCK_FILE = LOCK_PATH if TARGET_HOST else f"/tmp/swarmhub-lock-test-{os.getpid()}.lock"
 # A sudo for the test's sshd sessions: the lock runs `sudo -n sh -c …` as on a real hub; the
 # test's sshd runs as the test's user already.
 FAKE_SUDO = '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n'
@@ -67,6 +70,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """An sshd on the loopback and an ssh_config naming it HOST; yields the ssh_config."""
+    if TARGET_HOST:
+        yield Path(os.environ["SWARMHUB_TEST_LOCK_SSH_CONFIG"])
+        return
     sshd = find_sshd()
     if not sshd:
         pytest.skip("no sshd (set SWARMHUB_TEST_SSHD to one)")
