@@ -508,6 +508,7 @@ def pending_follow_ups_command() -> str:
 
 
 def parse_pending(output: str) -> set[str]:
+    """The follow-up names in pending_follow_ups_command's output."""
     return {line.strip() for line in output.splitlines() if line.strip()}
 
 
