@@ -209,8 +209,9 @@ class RunLock:
         """Raise SwarmhubError when the lock was lost (call it before each changing step)."""
         if not self.held:
             raise SwarmhubError(
-                f"{self.hub}: this run lost its run lock (the connection to {self.hub} dropped "
-                f"or stalled for {STALE_SECONDS} s): stopping before the next step; run again"
+                f"{self.hub}: this run lost its run lock (its connection to {self.hub} dropped, "
+                f"or stalled for over {STALE_SECONDS} s): stopping before the next step; run "
+                "again"
             )
 
     def release(self) -> None:
