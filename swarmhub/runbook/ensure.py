@@ -13,11 +13,11 @@ import hashlib
 import shlex
 
 from swarmhub.runbook.change import Change, FileWrite, Note, Ok, Steps
+from swarmhub.runbook.converge import APT_LOCK_TIMEOUT, install_packages_command
 from swarmhub.runbook.host import HostView
 
 SYSTEMD_DIR = "/etc/systemd/system"
 DPKG_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")
-APT_LOCK_WAIT = 600  # seconds: an install left running by a killed run finishes first
 
 
 def sha256(content: str | bytes) -> str:
@@ -49,21 +49,6 @@ def lock_holder_command() -> str:
     )
 
 
-def install_packages_command(packages: list[str]) -> str:
-    """apt-get install, after waiting for another apt/dpkg run to finish (a killed run's
-    install goes on on the host) and repairing an interrupted one (`dpkg --configure -a`:
-    idempotent, and a no-op when nothing was interrupted)."""
-    names = " ".join(shlex.quote(p) for p in packages)
-    wait = f"-o DPkg::Lock::Timeout={APT_LOCK_WAIT}"
-    return (
-        "export DEBIAN_FRONTEND=noninteractive; "
-        f"for i in $(seq {APT_LOCK_WAIT}); do {lock_holder_command()} || break; sleep 1; done; "
-        f"dpkg --configure -a && apt-get {wait} update -qq && "
-        f"apt-get {wait} install -y -qq --no-install-recommends "
-        f"-o Dpkg::Options::=--force-confold {names}"
-    )
-
-
 def ensure_packages(host: HostView, packages: list[str], why: str = "") -> Steps:
     """The Debian packages are installed (apt-get only when one is missing)."""
     words = host.probe(missing_packages_command(packages)).stdout.split()
@@ -75,7 +60,7 @@ def ensure_packages(host: HostView, packages: list[str], why: str = "") -> Steps
     if "locked" in words:
         yield Note(
             "another apt/dpkg run holds the package lock (a run cut short?): waiting for it "
-            f"(up to {APT_LOCK_WAIT // 60} min)"
+            f"(up to {APT_LOCK_TIMEOUT // 60} min)"
         )
     outcome = yield Change(
         f"installed {' '.join(missing)}{label}", [install_packages_command(missing)]

@@ -11,7 +11,10 @@ exists after a change says so (`Later`) instead of being guessed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import shlex
 import socket
 import threading
@@ -41,6 +44,13 @@ ROLE_NAMES = {
     "proxy": "the proxy",
     "storage": "the storage host",
 }
+
+# A change that writes files and then runs commands (a restart, a reload) is recorded on its
+# host before its files are written and cleared after its commands ran: a run cut short in
+# between leaves the record, and the next run, finding the files as wanted, still runs the
+# commands it owes (first thing in that step, declared as any change).
+PENDING_DIR = "/var/lib/swarmhub/pending"
+PENDING_LIST = f'for f in {PENDING_DIR}/*.json; do [ -f "$f" ] && {{ cat "$f"; echo; }}; done; true'
 
 # What a dropped or broken connection raises from paramiko and invoke mid-step.
 CONNECTION_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException, CommandTimedOut)
@@ -115,7 +125,10 @@ def open_host(
     )
     try:
         connection.open()
-        check = connection.run("sudo -n true", hide=True, warn=True, in_stream=False)
+        # The sudo check reads what a run cut short left owed here, in the same round trip.
+        check = connection.run(
+            f"sudo -n sh -c {shlex.quote(PENDING_LIST)}", hide=True, warn=True, in_stream=False
+        )
     except SwarmhubError:
         raise
     except Exception as error:  # a connection that drops while opening
@@ -126,15 +139,18 @@ def open_host(
             f"{name}: {settings.ssh_user} cannot run sudo without a password: give that user "
             "passwordless sudo (a line in /etc/sudoers.d), or set SSH_USER to one who has it"
         )
-    return Host(name, settings.role_of(name), connection, quiet=quiet)
+    return Host(
+        name, settings.role_of(name), connection, quiet=quiet, pending=parse_pending(check.stdout)
+    )
 
 
 class StepContext:
     """What a step sees of the run: the settings, read-only views of any host of the env
     file, and facts shared by the hosts of this run (computed once)."""
 
-    def __init__(self, session: Session, recorder: Recorder | None) -> None:
+    def __init__(self, session: Session, recorder: Recorder | None, step: str = "") -> None:
         self.session = session
+        self.step = step
         self.settings = session.settings
         self.recorder = recorder
 
@@ -277,9 +293,9 @@ class Session:
     def drive(self, step: Step, host: Host) -> None:
         """Run ``step``'s generator for ``host``: items out, outcomes of its changes back in."""
         recorder = Recorder(step.name, host.name) if self.record_to else None
-        context = StepContext(self, recorder)
+        context = StepContext(self, recorder, step.name)
         view = HostView(host.name, host.roles, context)
-        body = step.apply(context, view)
+        body = _after(self._owed(step, host), step.apply(context, view))
         outcome: Outcome | None = None
         try:
             while True:
@@ -311,6 +327,19 @@ class Session:
             if recorder is not None:
                 recorder.save(self.record_to, self.settings)
 
+    def _owed(self, step: Step, host: Host) -> list[Change]:
+        """The follow-ups a run cut short owes on ``host`` for ``step`` (first in the step)."""
+        owed = [record for record in host.pending if record.get("step") == step.name]
+        host.pending = [record for record in host.pending if record not in owed]
+        return [
+            Change(
+                f"finished what a run cut short left undone: {record['message']}",
+                [*record["commands"], f"rm -f {PENDING_DIR}/{record['id']}.json"],
+                restarts=record.get("restarts", ""),
+            )
+            for record in owed
+        ]
+
     def execute(self, change: Change, origin: Host, context: StepContext) -> Outcome:
         """Apply ``change`` (or, in plan mode, only report it) on its host."""
         target = self.host(change.host) if change.host else origin
@@ -327,10 +356,10 @@ class Session:
             return Outcome(False)
         if node_restart and servers and not self.restart_nodes:
             raise SwarmhubError(
-                f"{target.name}: {change.message} restarts {change.restarts}, and "
-                f"{len(servers)} student server(s) run there ({', '.join(servers[:5])}): they "
-                "would stop. Run the task again with --restart-nodes (one node at a time, each "
-                f"taking no new servers meanwhile), or empty the node first (invoke nodes.drain "
+                f"{target.name}: {change.message}: this restarts {change.restarts} there, where "
+                f"{len(servers)} student server(s) run ({', '.join(servers[:5])}): they would "
+                "stop. Run the task again with --restart-nodes (one node at a time, each taking "
+                f"no new servers meanwhile), or empty the node first (invoke nodes.drain "
                 f"{target.name} --evict)"
             )
         if node_restart:
@@ -344,9 +373,14 @@ class Session:
 
     def apply_change(self, target: Host, change: Change, context: StepContext) -> list[str]:
         """Write the change's files, run its commands, then wait for what follows it."""
+        owed = pending_record(change, context.step) if change.files else None
+        if owed is not None and change.commands:
+            target.run(mark_pending_command(owed))
         for file in change.files:
             target.write(file)
         outputs = [target.run(command).stdout for command in change.commands]
+        if owed is not None and change.commands:
+            target.run(f"rm -f {PENDING_DIR}/{owed['id']}.json")
         for wait in change.then:
             self.wait(target, wait, context)
         return outputs
@@ -420,6 +454,47 @@ class Session:
         for host in self.hosts.values():
             with contextlib.suppress(*CONNECTION_ERRORS):
                 host.connection.close()
+
+
+def _after(first: list[Change], body: Steps) -> Steps:
+    """``first``'s changes, then ``body``'s items (its outcomes sent through)."""
+    for change in first:  # noqa: UP028 (their outcomes are not the body's)
+        yield change
+    return (yield from body)
+
+
+def pending_record(change: Change, step: str) -> dict[str, Any]:
+    """What a change owes its host once its files are written: its commands."""
+    key = f"{step}\0{change.message}\0{chr(0).join(change.commands)}"
+    return {
+        "id": hashlib.sha256(key.encode()).hexdigest()[:16],
+        "step": step,
+        "message": change.message,
+        "commands": list(change.commands),
+        "restarts": change.restarts,
+    }
+
+
+def mark_pending_command(record: dict[str, Any]) -> str:
+    """Write ``record`` (JSON, base64 on the command line: no quoting to get wrong)."""
+    data = base64.b64encode(json.dumps(record).encode()).decode()
+    path = f"{PENDING_DIR}/{record['id']}.json"
+    return (
+        f"mkdir -p {PENDING_DIR} && echo {data} | base64 -d > {path}.new && mv -f {path}.new {path}"
+    )
+
+
+def parse_pending(output: str) -> list[dict[str, Any]]:
+    """The records PENDING_LIST printed (one JSON a line; anything else is ignored)."""
+    records = []
+    for line in output.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and {"id", "step", "message", "commands"} <= set(record):
+            records.append(record)
+    return records
 
 
 def error_host(error: SwarmhubError, default: str) -> str:

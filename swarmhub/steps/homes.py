@@ -29,6 +29,7 @@ import shlex
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps
+from swarmhub.runbook.converge import key_pair_complete_command, keygen_command
 from swarmhub.runbook.ensure import ensure_file, ensure_packages, file_differs
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -104,14 +105,6 @@ def authorize_command(settings: Settings, public_key_path: str) -> str:
         f"sed -i '/ {KEY_COMMENT}$/d' {keys} && "
         f'echo {options} "$(cut -d" " -f1,2 {shlex.quote(public_key_path)})" {KEY_COMMENT} '
         f">> {keys}"
-    )
-
-
-def keygen_command(path: str) -> str:
-    quoted = shlex.quote(path)
-    return (
-        f"install -d -m 0700 $(dirname {quoted}) && "
-        f"ssh-keygen -q -t ed25519 -N '' -C {KEY_COMMENT} -f {quoted} && chmod 600 {quoted}"
     )
 
 
@@ -340,13 +333,13 @@ def apply_storage(ctx: StepContext, storage: HostView) -> Steps:
     yield from ensure_root_login(storage)
     key = storage_key_path(settings)
     public = storage.read(f"{key}.pub")
-    if public and storage.probe(f"test -s {key}").ok:
+    if public and storage.probe(key_pair_complete_command(key)).ok:
         yield Ok("homes key kept")
         line = authorized_key_line(settings, public)
         allowed = storage.probe(f"grep -qxF {shlex.quote(line)} /root/.ssh/authorized_keys").ok
     else:
         # A new key is in no authorized_keys yet: its line follows, made from it on the host.
-        yield Change("generated the homes key (sshfs)", [keygen_command(key)])
+        yield Change("generated the homes key (sshfs)", [keygen_command(key, KEY_COMMENT)])
         allowed = False
     if allowed:
         yield Ok("homes key allowed (SFTP in the homes only)")

@@ -9,12 +9,12 @@ configuration changed.
 from __future__ import annotations
 
 import hashlib
-import shlex
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import SPAWNER_MODULE
 from swarmhub.ports import CHP_PORT, HUB_API
 from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
+from swarmhub.runbook.converge import secret_env_current_command, secret_env_file_command
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -128,14 +128,8 @@ def render_compose(settings: Settings) -> str:
 
 
 def secret_env_command(secrets_dir: str, filename: str, variables: dict[str, str]) -> str:
-    """Assemble a container's env file from the secret files, on the hub (never shown); made
-    beside it and renamed, so that a run cut short never leaves half a file that looks made."""
-    target = shlex.quote(f"{secrets_dir}/{filename}")
-    parts = [f'echo "{var}=$(cat {secrets_dir}/{src})"' for var, src in variables.items()]
-    return (
-        f"umask 077 && {{ {'; '.join(parts)}; }} > {target}.new && chmod 600 {target}.new "
-        f"&& mv -f {target}.new {target}"
-    )
+    """Assemble a container's env file from the secret files, on the hub (never shown)."""
+    return secret_env_file_command(secrets_dir, filename, variables)
 
 
 def running_containers(host: HostView, directory: str) -> set[str]:
@@ -178,8 +172,7 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     for name in SECRETS:
         changed |= bool((yield from ensure_secret(hub, f"{secrets_dir}/{name}")))
     for filename, variables in SECRET_ENV_FILES.items():
-        path = f"{secrets_dir}/{filename}"
-        if hub.probe(f"test -s {path}").ok:
+        if hub.probe(secret_env_current_command(secrets_dir, filename, variables)).ok:
             yield Ok(f"secrets for {filename}")
         else:
             changed = True

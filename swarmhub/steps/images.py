@@ -11,6 +11,7 @@ import shlex
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
+from swarmhub.runbook.converge import build_once_command, debootstrap_base_command
 from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -106,16 +107,6 @@ def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     yield Change(f"chp image {ref}", [f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}"])
 
 
-def debootstrap_base_commands(suite: str, tag: str) -> str:
-    rootfs = "/var/tmp/swarmhub-rootfs"
-    return (
-        f"rm -rf {rootfs} && debootstrap --variant=minbase {suite} {rootfs} "
-        "http://deb.debian.org/debian >/var/tmp/swarmhub-debootstrap.log 2>&1 && "
-        f"tar --numeric-owner -C {rootfs} -c . | docker import - {tag} >/dev/null; "
-        f"status=$?; rm -rf {rootfs}; exit $status"
-    )
-
-
 def build_command(ref: str, base: str, context: str) -> str:
     """Build one image; its log goes to build.log in its context."""
     # The legacy builder on host networking: nested containers reach DNS and the package
@@ -131,7 +122,9 @@ def parallel_build_command(builds: list[tuple[str, str, str]]) -> str:
     the end of its log."""
     lines = []
     for index, (ref, base, context) in enumerate(builds):
-        lines.append(f"( {build_command(ref, base, context)} ) & pid{index}=$!")
+        # One build of an image at a time: a run cut short leaves its build going on.
+        once = build_once_command(ref, build_command(ref, base, context))
+        lines.append(f"( {once} ) & pid{index}=$!")
     for index, (ref, _, context) in enumerate(builds):
         lines.append(
             f"wait $pid{index} || {{ failed=1; echo 'building {ref} failed:' >&2; "
@@ -155,9 +148,9 @@ def ensure_base_image(ctx: StepContext, hub: HostView) -> Steps:
         yield Ok(f"base image {base}")
         return
     yield from ensure_packages(hub, ["debootstrap"], "the base of the images")
-    # `docker import` tags only once the whole rootfs is in: a killed run leaves no base.
+    # Tagged only once the whole rootfs is in: a run cut short leaves no base.
     yield Change(
-        f"base image {base} made with debootstrap", [debootstrap_base_commands(BASE_SUITE, base)]
+        f"base image {base} made with debootstrap", [debootstrap_base_command(BASE_SUITE, base)]
     )
 
 

@@ -18,7 +18,14 @@ from typing import Any
 from swarmhub.mask import mask_line
 from swarmhub.runbook.change import Change, FileWrite, Outcome
 from swarmhub.runbook.host import Answer, Host
-from swarmhub.runbook.session import Session, Step, StepContext
+from swarmhub.runbook.session import (
+    PENDING_DIR,
+    Session,
+    Step,
+    StepContext,
+    mark_pending_command,
+    pending_record,
+)
 from swarmhub.settings import Settings
 
 FACTS_DIR = Path(__file__).resolve().parent / "facts"
@@ -90,6 +97,7 @@ class Run:
     declared: list[tuple[str, Change]]
     hosts: dict[str, FakeHost]
     session: Session
+    step: str
 
     def messages(self) -> list[list[str]]:
         return [[host, normalize(change.message, secrets=False)] for host, change in self.declared]
@@ -127,7 +135,7 @@ def run_step(
     )
     session.declared = []
     session.run_step(step, [host])
-    return Run(session.declared, hosts, session)
+    return Run(session.declared, hosts, session, step.name)
 
 
 def expected_execution(run: Run) -> list[tuple[str, str, str]]:
@@ -142,8 +150,14 @@ def expected_execution(run: Run) -> list[tuple[str, str, str]]:
             wanted[hub].append(
                 ("run", f"docker node update --availability pause {host} >/dev/null")
             )
+        owed = bool(change.files and change.commands)
+        record = pending_record(change, run.step) if owed else None
+        if record:
+            wanted[host].append(("run", normalize(mark_pending_command(record))))
         wanted[host] += [("write", f.path) for f in change.files]
         wanted[host] += [("run", normalize(c)) for c in change.commands]
+        if record:
+            wanted[host].append(("run", normalize(f"rm -f {PENDING_DIR}/{record['id']}.json")))
         if paused:
             wanted[hub].append(
                 ("run", f"docker node update --availability active {host} >/dev/null")

@@ -116,9 +116,10 @@ def test_the_line_made_on_the_host_is_the_line_checked_for(sshfs, tmp_path: Path
 def test_the_storage_key_is_made_on_the_storage_host_without_a_passphrase(sshfs) -> None:
     path = homes.storage_key_path(sshfs)
     assert path == "/srv/swarmhub/secrets/homes_ed25519"
-    command = homes.keygen_command(path)
+    command = homes.keygen_command(path, homes.KEY_COMMENT)
     assert "ssh-keygen -q -t ed25519 -N '' -C swarmhub-homes" in command
-    assert command.endswith("chmod 600 /srv/swarmhub/secrets/homes_ed25519")
+    # made beside it, the .pub renamed last: a pair cut short is made again
+    assert command.endswith(f"mv -f {path}.swarmhub-new.pub {path}.pub")
 
 
 def test_where_sshd_refuses_root_only_forced_commands_are_let_in() -> None:

@@ -53,7 +53,7 @@ def test_the_runbook_core_does_not_import_the_steps(path: Path) -> None:
     assert not steps, f"{path.relative_to(ROOT)} imports {steps}"
 
 
-STEP_MODULES = sorted(ROOT.glob("swarmhub/steps/*.py")) + [ROOT / "swarmhub/sandbox/git_server.py"]
+STEP_MODULES = [*sorted(ROOT.glob("swarmhub/steps/*.py")), ROOT / "swarmhub/sandbox/git_server.py"]
 
 
 @pytest.mark.parametrize("path", STEP_MODULES, ids=lambda p: p.name)

@@ -139,7 +139,7 @@ def test_compose_restarts_the_hub_when_its_settings_change(env, tmp_path: Path) 
 def test_secret_env_files_are_assembled_on_the_hub() -> None:
     command = hub.secret_env_command("/s", "proxy.env", {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"})
     assert 'echo "CONFIGPROXY_AUTH_TOKEN=$(cat /s/proxy_token)"' in command
-    assert command.startswith("umask 077")
+    assert "umask 077" in command and command.endswith("exit $status")
 
 
 def test_nginx_site_redirects_upgrades_websockets_and_forwards_to_the_hub(env) -> None:
