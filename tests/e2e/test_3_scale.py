@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub import settings as env_settings
+from swarmhub.sandbox.plan import plan_vms
 from swarmhub.student import KernelDied, Student, StudentError
 from tests.cli import run
 from tests.e2e.conftest import hub_container_ids, node_of, on_hub, recap, student
@@ -43,8 +45,16 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
     # The env file is the source of truth: an unlisted node is refused.
     refused = run("invoke", "nodes.add", "t-node-3", env_file=cluster)
     assert refused.returncode != 0 and "not in NODE_HOSTS" in refused.stderr
-    added = run("invoke", "nodes.add", "t-node-3", env_file=three, timeout=900)
+    # Given with fab -H, as the bootcamp does: the other hosts still open their firewalls.
+    added = run("fab", "-H", "t-node-3", "nodes.add", "t-node-3", env_file=three, timeout=900)
     assert added.returncode == 0, added.stdout[-2000:] + added.stderr
+    addresses = {vm.name: vm.address for vm in plan_vms(env_settings.load(str(three)))}
+    address = addresses["t-node-3"]
+    for host in ("t-hub", "t-node-1", "t-proxy"):
+        cluster_set = run(
+            "fab", "-H", host, "--", "sudo nft list set inet swarmhub cluster", env_file=three
+        )
+        assert address in cluster_set.stdout, (host, cluster_set.stdout)
     rows = recap(added.stdout)
     assert rows["t-node-3"][1] > 0
     # Nothing else touched but the firewalls, which now let t-node-3 in.
@@ -85,11 +95,25 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
         # Out of NODE_HOSTS (the test's own env), the other hosts' firewalls close to it.
         closed = run("invoke", "firewall.configure", env_file=cluster)
         assert closed.returncode == 0, closed.stdout[-2000:] + closed.stderr
-        # Listed again, the node comes back with the whole runbook: cluster.all opens the
-        # others' firewalls to it before it joins the swarm.
-        again = run("invoke", "cluster.all", env_file=three, timeout=900)
+        # A join left pending: t-node-3 joins while the hub's firewall drops it (it times out
+        # and goes on in the background); nodes.add opens the firewalls, then finishes it.
+        token = on_hub(cluster, "docker swarm join-token -q worker")
+        pending = run(
+            "fab",
+            "-H",
+            "t-node-3",
+            "--",
+            f"timeout 30 docker swarm join --token {token} {addresses['t-hub']}:2377; "
+            "docker info --format '{{.Swarm.LocalNodeState}}'",
+            env_file=three,
+        )
+        assert pending.stdout.strip().splitlines()[-1] == "pending", pending.stdout
+        again = run("invoke", "nodes.add", "t-node-3", env_file=three, timeout=900)
         assert again.returncode == 0, again.stdout[-2000:] + again.stderr
         assert availability(cluster)["t-node-3"] == "Active"
+        # Listed in the env file, the node is kept by the whole runbook as well.
+        whole = run("invoke", "cluster.all", env_file=three, timeout=900)
+        assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr
         assert run("invoke", "nodes.remove", "t-node-3", env_file=three).returncode == 0
         assert run("invoke", "firewall.configure", env_file=cluster).returncode == 0
     finally:

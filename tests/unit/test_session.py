@@ -131,6 +131,6 @@ class Dropping(FakeHost):
 def test_a_dropped_connection_is_one_failed_line_not_a_traceback(settings, capsys) -> None:
     hosts = cluster(settings, "")
     hosts["node-1"] = Dropping("node-1", ("node",), connection=None)
-    with pytest.raises(SwarmhubError, match="the connection broke during x.configure"):
+    with pytest.raises(SwarmhubError, match=r"the connection broke during x\.configure"):
         run_step(WRITE, settings, "node-1", hosts, plan=False)
     assert "[node-1] FAILED: node-1: the connection broke" in capsys.readouterr().out
