@@ -555,7 +555,7 @@ def run_steps(
         session.connect(names)
         if locking:
             hub = session.host(settings.hub_host)
-            holder = holder_line(command or " ".join(step.name for step in steps))
+            holder = holder_line()  # who, from where, and the command line they typed
             held = RunLock.acquire(hub.connection, holder, hub=hub.name)
         error: SwarmhubError | None = None
         for step, hosts in targets:
