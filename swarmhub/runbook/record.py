@@ -8,6 +8,7 @@ them on a fake host (tests/unit/test_step_facts.py): the probe answers in, the c
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ class Recorder:
                     "command": command,
                     "sudo": sudo,
                     "exit": result.exited,
-                    "stdout": result.stdout,
+                    "stdout": scrub(result.stdout),
                 }
             )
 
@@ -75,6 +76,19 @@ class Recorder:
         }
         path.write_text(json.dumps(data, indent=1) + "\n")
         return path
+
+
+_PRIVATE_KEY = re.compile(
+    r"(-----BEGIN [A-Z ]*PRIVATE KEY-----).*?(-----END [A-Z ]*PRIVATE KEY-----)", re.S
+)
+_SWARM_TOKEN = re.compile(r"SWMTKN-1-[A-Za-z0-9-]+")
+
+
+def scrub(text: str) -> str:
+    """A probe's answer without the secrets a probe may read (the homes key a node gets, the
+    swarm's join token): facts are committed, secrets never are."""
+    text = _PRIVATE_KEY.sub(r"\1\n***\n\2", text)
+    return _SWARM_TOKEN.sub("SWMTKN-1-***", text)
 
 
 def change_record(change: Change, host: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ facts call for. Facts are recorded on the sandbox (scripts/record-facts, see CON
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,12 @@ def test_a_step_that_asks_what_its_facts_do_not_say_fails() -> None:
 
     with pytest.raises(AssertionError, match="no fact"):
         check(Step(real.name, real.roles, curious), fixture)
+
+
+def test_no_fact_holds_a_secret() -> None:
+    # Facts are committed: the homes key a node reads and the swarm's join token are scrubbed
+    # when they are recorded (swarmhub/runbook/record.py).
+    for path in FIXTURES:
+        text = path.read_text()
+        assert "PRIVATE KEY-----\\n***\\n" in text or "PRIVATE KEY" not in text, path
+        assert not re.search(r"SWMTKN-1-[A-Za-z0-9]", text), path
