@@ -32,10 +32,11 @@ def missing_packages_command(packages: list[str]) -> str:
     """Prints the names of the packages that are not installed, one per line; then
     ``locked`` when another apt/dpkg process holds a lock (a killed run's install)."""
     names = " ".join(shlex.quote(p) for p in packages)
+    # The lock is looked for only when something is missing: a host's /proc is long to read.
     return (
-        f"for p in {names}; do dpkg-query -W -f='${{Status}}\\n' \"$p\" 2>/dev/null "
-        '| grep -q "install ok installed" || echo "$p"; done; '
-        f"{lock_holder_command()} && echo locked; true"
+        f"m=$(for p in {names}; do dpkg-query -W -f='${{Status}}\\n' \"$p\" 2>/dev/null "
+        '| grep -q "install ok installed" || echo "$p"; done); echo "$m"; '
+        f'[ -n "$m" ] && {lock_holder_command()} && echo locked; true'
     )
 
 

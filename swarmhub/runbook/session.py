@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -53,7 +52,14 @@ PENDING_DIR = "/var/lib/swarmhub/pending"
 PENDING_LIST = f'for f in {PENDING_DIR}/*.json; do [ -f "$f" ] && {{ cat "$f"; echo; }}; done; true'
 
 # What a dropped or broken connection raises from paramiko and invoke mid-step.
-CONNECTION_ERRORS = (OSError, EOFError, socket.timeout, paramiko.SSHException, CommandTimedOut)
+# (Not every OSError: a local file that cannot be read is a bug or a setting, not the network.)
+CONNECTION_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    EOFError,
+    paramiko.SSHException,
+    CommandTimedOut,
+)
 
 
 @dataclass(frozen=True)
