@@ -127,11 +127,6 @@ def render_compose(settings: Settings) -> str:
     )
 
 
-def secret_env_command(secrets_dir: str, filename: str, variables: dict[str, str]) -> str:
-    """Assemble a container's env file from the secret files, on the hub (never shown)."""
-    return secret_env_file_command(secrets_dir, filename, variables)
-
-
 def running_containers(host: HostView, directory: str) -> set[str]:
     out = host.probe(
         f"cd {directory} && docker compose ps --status running --format '{{{{.Name}}}}'"
@@ -177,7 +172,8 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         else:
             changed = True
             yield Change(
-                f"secrets for {filename}", [secret_env_command(secrets_dir, filename, variables)]
+                f"secrets for {filename}",
+                [secret_env_file_command(secrets_dir, filename, variables)],
             )
     files = []
     for path, content, mode in hub_files(settings, secrets_dir, directory):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.runbook.change import Change, Steps
+from swarmhub.runbook.converge import secret_env_file_command
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.steps.hub import SECRET_ENV_FILES, hub_answers, secret_env_command
+from swarmhub.steps.hub import SECRET_ENV_FILES, hub_answers
 
 # The names a user types -> the secret files on the hub.
 ROTATABLE = {
@@ -64,7 +65,8 @@ def rotate_step(name: str) -> Step:
         env_files = affected(secrets)
         for filename, variables in env_files.items():
             yield Change(
-                f"secrets for {filename}", [secret_env_command(secrets_dir, filename, variables)]
+                f"secrets for {filename}",
+                [secret_env_file_command(secrets_dir, filename, variables)],
             )
         services = sorted(SERVICE_OF_ENV_FILE[filename] for filename in env_files)
         yield Change(

@@ -9,6 +9,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.runbook.converge import secret_env_file_command
 from swarmhub.runbook.host import Host, file_state_command, parse_file_state
 from swarmhub.runbook.session import step_hosts, steps_for_host
 from swarmhub.steps import docker_engine, hub, images, provision, proxy, swarm
@@ -137,7 +138,7 @@ def test_compose_restarts_the_hub_when_its_settings_change(env, tmp_path: Path) 
 
 
 def test_secret_env_files_are_assembled_on_the_hub() -> None:
-    command = hub.secret_env_command("/s", "proxy.env", {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"})
+    command = secret_env_file_command("/s", "proxy.env", {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"})
     assert 'echo "CONFIGPROXY_AUTH_TOKEN=$(cat /s/proxy_token)"' in command
     assert "umask 077" in command and command.endswith("exit $status")
 
