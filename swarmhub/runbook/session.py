@@ -29,7 +29,7 @@ from invoke.exceptions import CommandTimedOut
 from swarmhub import ssh
 from swarmhub.errors import SwarmhubError
 from swarmhub.output import table
-from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.parallel import pool_width
 from swarmhub.runbook.change import Change, Later, Note, Ok, Outcome, Steps, Wait
 from swarmhub.runbook.host import Answer, Host, HostView, Result
 from swarmhub.runbook.record import Recorder
@@ -232,7 +232,7 @@ class Session:
         with self._lock:
             names = list(names)
             wanted = [n for n in dict.fromkeys(names) if n not in self.hosts]
-            workers = max(1, min(MAX_PARALLEL, len(wanted)))
+            workers = pool_width(len(wanted))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = {name: pool.submit(self._opener, self.settings, name) for name in wanted}
             errors = []
@@ -284,7 +284,7 @@ class Session:
             return None
 
         if step.parallel and len(hosts) > 1:
-            with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
+            with ThreadPoolExecutor(max_workers=pool_width(len(hosts))) as pool:
                 errors = list(pool.map(apply, hosts))
         else:
             errors = []

@@ -20,7 +20,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.parallel import MAX_PARALLEL
+from swarmhub.parallel import pool_width
 from swarmhub.ports import CHP_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
@@ -100,7 +100,7 @@ def cluster_addresses(ctx: StepContext) -> dict[str, list[str]]:
         names = list(ctx.settings.hosts)
         ctx.session.connect(names)  # in this thread, which holds the session's lock
         views = [ctx.view(name) for name in names]
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(views))) as pool:
+        with ThreadPoolExecutor(max_workers=pool_width(len(views))) as pool:
             found = dict(zip(names, pool.map(addresses_of, views), strict=True))
         for name, addresses in found.items():
             if not addresses:
