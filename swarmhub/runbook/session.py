@@ -540,7 +540,7 @@ def run_steps(
 
     A changing run (not ``plan``, ``lock``) holds the run lock on the hub, so that two staff
     cannot change the cluster at once."""
-    from swarmhub.runbook.lock import RunLock, holder_line
+    from swarmhub.runbook.lock import RunLock, holder_line, lock_state_command, parse_lock_answer
 
     check_local_files(settings)
     session = Session(
@@ -559,6 +559,16 @@ def run_steps(
         if locking:
             names.append(settings.hub_host)
         session.connect(names)
+        if plan and settings.hub_host in session.hosts:
+            # Plan takes no lock, but says when a run is changing the hosts it probes.
+            state = session.host(settings.hub_host).probe(lock_state_command()).stdout
+            answer = parse_lock_answer(state.splitlines()[0] if state.strip() else "")
+            if answer.state == "busy":
+                print(
+                    f"note: another swarmhub run is changing the cluster ({answer.holder}): "
+                    "this plan shows the hosts as they are now",
+                    flush=True,
+                )
         if locking:
             hub = session.host(settings.hub_host)
             holder = holder_line()  # who, from where, and the command line they typed

@@ -84,6 +84,10 @@ def test_two_changing_runs_at_once_the_second_stops_naming_the_first(cluster: Pa
             lines[0],
         ), lines[0]
         assert "== hub.deploy" not in second.stdout  # it stopped before any step
+        # A plan takes no lock, and says that the hosts are being changed meanwhile.
+        plan = run("invoke", "hub.deploy", "--plan", env_file=cluster)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "note: another swarmhub run is changing the cluster" in plan.stdout
     finally:
         out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:]
