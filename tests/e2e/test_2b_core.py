@@ -14,10 +14,20 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub.runbook.lock import RunLock, holder_line
+from swarmhub.runbook.session import open_host
 from swarmhub.sizes import parse_size
 from swarmhub.steps.docker_engine import provisioner_nameservers
 from tests.cli import BIN, ROOT, run
-from tests.e2e.conftest import cut_short, hub_container_ids, node_of, on_hub, recap, student
+from tests.e2e.conftest import (
+    SETTINGS,
+    cut_short,
+    hub_container_ids,
+    node_of,
+    on_hub,
+    recap,
+    student,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -84,14 +94,25 @@ def test_two_changing_runs_at_once_the_second_stops_naming_the_first(cluster: Pa
             lines[0],
         ), lines[0]
         assert "== hub.deploy" not in second.stdout  # it stopped before any step
-        # A plan takes no lock, and says that the hosts are being changed meanwhile.
-        plan = run("invoke", "hub.deploy", "--plan", env_file=cluster)
-        assert plan.returncode == 0, plan.stdout + plan.stderr
-        assert "note: another swarmhub run is changing the cluster" in plan.stdout
     finally:
         out, _ = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:]
     # The first run's lock is gone with it.
+    assert run("invoke", "hub.deploy", env_file=cluster).returncode == 0
+
+
+def test_a_plan_takes_no_lock_and_says_when_a_run_holds_it(cluster: Path) -> None:
+    hub = open_host(SETTINGS, SETTINGS.hub_host, quiet=True)
+    lock = RunLock.acquire(hub.connection, holder_line("invoke cluster.all"), hub=hub.name)
+    try:
+        plan = run("invoke", "hub.deploy", "--plan", env_file=cluster)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "note: another swarmhub run is changing the cluster" in plan.stdout
+        refused = run("invoke", "hub.deploy", env_file=cluster)
+        assert refused.returncode != 0 and "holds the lock" in refused.stderr
+    finally:
+        lock.release()
+        hub.connection.close()
     assert run("invoke", "hub.deploy", env_file=cluster).returncode == 0
 
 
