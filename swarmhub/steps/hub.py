@@ -14,7 +14,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import SPAWNER_MODULE
 from swarmhub.overlay import layout
 from swarmhub.ports import CHP_API_PORT, CHP_PORT, HUB_API, HUB_PORT, USER_SERVER_PORT
-from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
+from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import secret_env_current_command, secret_env_file_command
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
 from swarmhub.runbook.host import HostView
@@ -223,6 +223,11 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     for path, content, mode in hub_files(settings, secrets_dir, directory):
         if why := file_differs(hub, path, content, mode, "root"):
             files.append((path, content, mode, why))
+            if path.endswith("/server-firewall.nft") and why != "missing":
+                yield Note(
+                    "users' servers running now keep the firewall they started with (the "
+                    "egress setting among it) until they restart"
+                )
         else:
             yield Ok(f"{path} up to date")
     for name, ref in (
