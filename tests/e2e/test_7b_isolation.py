@@ -214,6 +214,13 @@ def test_chps_ports_are_not_on_the_users_overlay(cluster: Path, alice: Student) 
         ("chp public by name", "chp", CHP_PORT),
         ("chp-internal", "chp-internal", CHP_API_PORT),  # not a name on the overlay
     ]
+    bridge = on_hub(
+        cluster,
+        "docker inspect --format '{{range $name, $n := .NetworkSettings.Networks}}"
+        '{{if ne $name "' + NETWORK + "\"}}{{$n.IPAddress}}{{end}}{{end}}' chp",
+    )
+    targets += [("chp api on its bridge", bridge, CHP_API_PORT)]
+    targets += [("chp public on its bridge", bridge, CHP_PORT)]
     assert set(reach(alice, targets).values()) == {"blocked"}
     # Not even listening there: refused to a container without a firewall of its own.
     for port in (CHP_API_PORT, CHP_PORT):
