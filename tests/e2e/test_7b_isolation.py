@@ -214,14 +214,10 @@ def test_chps_ports_are_not_on_the_users_overlay(cluster: Path, alice: Student) 
         ("chp public by name", "chp", CHP_PORT),
         ("chp-internal", "chp-internal", CHP_API_PORT),  # not a name on the overlay
     ]
-    bridge = on_hub(
-        cluster,
-        "docker inspect --format '{{range $name, $n := .NetworkSettings.Networks}}"
-        '{{if ne $name "' + NETWORK + "\"}}{{$n.IPAddress}}{{end}}{{end}}' chp",
-    )
-    targets += [("chp api on its bridge", bridge, CHP_API_PORT)]
-    targets += [("chp public on its bridge", bridge, CHP_PORT)]
-    assert set(reach(alice, targets).values()) == {"blocked"}
+    # (chp's address on the hub stack's bridge is the hub host's alone: no other host routes
+    # to it, so a kernel's packets for it would leave the sandbox; not a target here.)
+    found = reach(alice, targets)
+    assert {label for label, state in found.items() if state == "open"} == set(), found
     # Not even listening there: refused to a container without a firewall of its own.
     for port in (CHP_API_PORT, CHP_PORT):
         assert from_a_bare_container(cluster, NODE_LIST[0], chp, port) == "blocked"
