@@ -113,9 +113,20 @@ def server_gone(who: Student, timeout: float = 120) -> None:
         time.sleep(2)
 
 
-def restart(who: Student) -> None:
+def containers_gone(env_file: Path, name: str, timeout: float = 90) -> None:
+    """The stopped server's container is gone from every node: until then, its name still
+    resolves to it too (dnsrr), and a new server of the same name could be reached there."""
+    service = f"label=com.docker.swarm.service.name=jupyter-{name}"
+    deadline = time.monotonic() + timeout
+    while any(on(env_file, node, f"docker ps -q --filter {service}") for node in NODE_LIST):
+        assert time.monotonic() < deadline, f"the container of {name}'s server is still there"
+        time.sleep(1)
+
+
+def restart(env_file: Path, who: Student) -> None:
     who.stop_server()
     server_gone(who)
+    containers_gone(env_file, who.name)
     who.start_server()
 
 
@@ -130,6 +141,7 @@ def start_on(env_file: Path, name: str, node: str) -> Student:
         if who.api("GET", f"/users/{name}").json().get("servers"):
             who.stop_server()
             server_gone(who)
+        containers_gone(env_file, name)
         who.start_server()
     finally:
         for other in others:
@@ -283,7 +295,7 @@ def exam_env(cluster: Path, tmp_path: Path, alice: Student) -> Iterator[Path]:
     path = tmp_path / "exam.env"
     yield path
     invoke(cluster, "hub.deploy")
-    restart(alice)
+    restart(cluster, alice)
     assert alice.run_code(PIP_DOWNLOAD, timeout=180).strip() == "downloaded"
 
 
@@ -299,7 +311,7 @@ def test_the_exam_setting_closes_the_internet_but_the_allowed_hosts(
     invoke(exam_env, "hub.deploy")
     hub_after, hub_id_after = overlay_address(cluster, "jupyterhub").split()
     assert hub_id_after != hub_id_before and hub_after == hub_before == OVERLAY.hub
-    restart(alice)
+    restart(cluster, alice)
     assert alice.run_code(PIP_DOWNLOAD, timeout=180).startswith("failed")
     assert reach(alice, [("allowed", proxy, 443)]) == {"allowed": "open"}
     assert alice.run_code(HUB_API).strip() == "200"
@@ -309,7 +321,7 @@ def test_the_exam_setting_closes_the_internet_but_the_allowed_hosts(
         + "\nKERNEL_EGRESS=allow-list\nKERNEL_EGRESS_ALLOW=pypi.org,files.pythonhosted.org\n"
     )
     invoke(exam_env, "hub.deploy")
-    restart(alice)
+    restart(cluster, alice)
     assert alice.run_code(PIP_DOWNLOAD, timeout=180).strip() == "downloaded"
     assert reach(alice, [("not allowed", proxy, 443)]) == {"not allowed": "blocked"}
 
