@@ -345,6 +345,36 @@ def test_a_server_without_its_firewall_does_not_start(cluster: Path) -> None:
         assert refusal in started.stdout + started.stderr
 
 
+def test_a_bad_egress_setting_is_one_line_before_any_host(cluster: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.env"
+    bad.write_text(ENV_FILE.read_text() + "\nKERNEL_EGRESS=closed\n")
+    result = run("invoke", "cluster.all", env_file=bad)
+    assert result.returncode != 0 and "==" not in result.stdout  # no step started
+    assert result.stderr.strip().splitlines() == [
+        f"error: {bad}: KERNEL_EGRESS=closed: 'closed' is not one of open, allow-list"
+    ]
+
+
+def test_an_overlay_made_before_isolation_is_refused_with_what_to_do(
+    cluster: Path, tmp_path: Path
+) -> None:
+    """An overlay without the fixed layout (as swarm.manage made it before): one line saying
+    how to recreate it, and nothing changed."""
+    old = "swarmhub-before"
+    on_hub(cluster, f"docker network create --driver overlay --attachable {old}")
+    try:
+        env_file = tmp_path / "before.env"
+        env_file.write_text(ENV_FILE.read_text() + f"\nSWARM_NETWORK={old}\n")
+        result = run("invoke", "swarm.manage", env_file=env_file)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"{HUB}: network {old} has subnet " in lines[0]
+        assert f"`docker network rm {old}` on the hub, then run cluster.all" in lines[0]
+    finally:
+        on_hub(cluster, f"docker network rm {old}")
+
+
 def test_a_second_cluster_all_changes_nothing(cluster: Path) -> None:
     again = run("invoke", "cluster.all", env_file=cluster, timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
