@@ -3,9 +3,11 @@ server is reached by chp and the hub only, chp's ports are not on the users' ove
 cluster's own ports are closed to kernels, the internet stays open (a `pip download` from the
 package registry) unless the exam setting (KERNEL_EGRESS=allow-list) closes it.
 
-Runs against any sandbox (SWARMHUB_E2E_ENV), with the conftest's names only. The "internet"
-of the sandbox is the package registry the machine reaches; blocked targets are addresses
-inside the sandbox.
+Runs against any sandbox (SWARMHUB_E2E_ENV), with the conftest's names only: its own is
+tests/e2e/sandbox-h5.env (`SWARMHUB_E2E_ENV=tests/e2e/sandbox-h5.env .venv/bin/pytest -m e2e
+tests/e2e/test_7b_isolation.py`: about 7 minutes from bare VMs, 1.5 on a deployed sandbox).
+The "internet" of the sandbox is the package registry the machine reaches; every blocked
+target is an address or a name inside the sandbox.
 """
 
 from __future__ import annotations
@@ -180,11 +182,17 @@ def from_a_bare_container(env_file: Path, node: str, host: str, port: int) -> st
 
 
 @pytest.fixture(scope="module")
-def alice(cluster: Path) -> Student:
+def alice_logged_in(cluster: Path) -> Student:
     who = student("alice")
     who.login()
-    who.start_server()
     return who
+
+
+@pytest.fixture
+def alice(alice_logged_in: Student) -> Student:
+    """alice with her server running (started again if a quick culler stopped it)."""
+    alice_logged_in.start_server()
+    return alice_logged_in
 
 
 def test_alices_kernel_cannot_reach_bobs_server_on_her_node_or_the_other(
