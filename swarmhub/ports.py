@@ -10,3 +10,9 @@ from __future__ import annotations
 CHP_PORT = 8000
 # The hub's REST API through chp, from the hub itself (no firewall rule is needed for that).
 HUB_API = f"http://127.0.0.1:{CHP_PORT}/hub/api"
+# chp's REST API (routes): on the hub stack's own bridge network only, reached by the hub.
+CHP_API_PORT = 8001
+# The hub's API, where users' servers (over the overlay), chp and the culler reach it.
+HUB_PORT = 8081
+# A user's server (DockerSpawner's port), reached by chp and the hub only.
+USER_SERVER_PORT = 8888

@@ -193,6 +193,38 @@ def _networks(value: str) -> tuple[ipaddress.IPv4Network, ...]:
     return tuple(ipaddress.IPv4Network(part.strip()) for part in value.split(",") if part.strip())
 
 
+def _overlay_subnet(value: str) -> ipaddress.IPv4Network:
+    """The users' overlay network: a private IPv4 range from /16 to /24 (its first addresses
+    are chp's and the hub's, fixed; servers get the upper half)."""
+    try:
+        network = ipaddress.IPv4Network(value.strip(), strict=True)
+    except ValueError as error:
+        raise ValueError(f"{error}: give a network like 10.250.0.0/20") from None
+    if not 16 <= network.prefixlen <= 24:
+        raise ValueError(f"{network} must be from a /16 to a /24")
+    if not network.is_private:
+        raise ValueError(f"{network} is not a private range")
+    return network
+
+
+def _egress_allow(value: str) -> tuple[str, ...]:
+    """Host names, IPv4 addresses or IPv4 networks, comma-separated (not URLs)."""
+    entries = tuple(part.strip() for part in value.split(",") if part.strip())
+    for entry in entries:
+        if ":" in entry:  # https://pypi.org, pypi.org:443
+            raise ValueError(f"{entry!r}: give a host name, an address or a network, not a URL")
+        if "/" in entry or entry.replace(".", "").isdigit():
+            try:
+                ipaddress.IPv4Network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IPv4 address or network") from None
+        else:
+            _hostname(entry)
+    if len(set(entries)) != len(entries):
+        raise ValueError("lists an entry twice")
+    return entries
+
+
 def _optional_hostname(value: str) -> str:
     return _hostname(value) if value.strip() else ""
 
@@ -308,6 +340,16 @@ SCHEMA: dict[str, Key] = {
     "HUB_ADDRESS": Key(_optional_address, "", "the hub's address for the swarm; empty: probe"),
     "HUB_DIR": Key(_absolute_dir, "/srv/swarmhub", "the hub stack's directory on the hub"),
     "SWARM_NETWORK": Key(_name, "swarmhub", "the overlay network of hub and user servers"),
+    "SWARM_SUBNET": Key(
+        _overlay_subnet, "10.250.0.0/20", "the overlay's range (private, used nowhere else)"
+    ),
+    # What users' kernels may reach (enforced in each server's own network namespace)
+    "KERNEL_EGRESS": Key(
+        _choice("open", "allow-list"), "open", "open: the internet; allow-list: an exam's"
+    ),
+    "KERNEL_EGRESS_ALLOW": Key(
+        _egress_allow, "", "KERNEL_EGRESS=allow-list: hosts, addresses, networks kernels reach"
+    ),
     # The firewall (firewall.configure)
     "FIREWALL_BLOCKED_FROM_USERS": Key(
         _networks, "169.254.169.254/32", "networks users' containers may not reach (metadata)"
@@ -514,6 +556,11 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
                 f"{source}: {host} is both {' and '.join(roles)}: give each role its own host"
             )
     _check_storage_paths(settings, source)
+    if settings.kernel_egress == "open" and settings.kernel_egress_allow:
+        raise SwarmhubError(
+            f"{source}: KERNEL_EGRESS_ALLOW is set but KERNEL_EGRESS=open lets kernels reach "
+            "everything: set KERNEL_EGRESS=allow-list, or empty KERNEL_EGRESS_ALLOW"
+        )
     return settings
 
 

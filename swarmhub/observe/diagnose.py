@@ -61,7 +61,13 @@ def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
     paths = []
     if "hub" in roles:
         hub_dir = settings.hub_dir
-        hub_files = ("compose.yml", "jupyterhub_config.py", "swarmhub_spawner.py", "hub.env")
+        hub_files = (
+            "compose.yml",
+            "jupyterhub_config.py",
+            "swarmhub_spawner.py",
+            "server-firewall.nft",  # each user's server's firewall
+            "hub.env",
+        )
         paths += [f"{hub_dir}/{name}" for name in hub_files]
         paths += [DAEMON_JSON, REGISTRY_CONFIG_PATH]
     if "node" in roles:

@@ -2,7 +2,9 @@
 
 From anywhere: SSH on every host, 80/443 on the proxy. Between cluster hosts only: the swarm
 ports, the registry and storage; chp's port 8000 on the hub from the proxy host only. Users'
-containers cannot open connections to FIREWALL_BLOCKED_FROM_USERS (cloud metadata).
+containers cannot open connections to FIREWALL_BLOCKED_FROM_USERS (cloud metadata), nor to
+any port of a cluster host (their own node's included) but the proxy's 80/443 and
+FIREWALL_CLUSTER_TCP_PORTS.
 
 Why a table of our own in nftables rather than iptables rules in Docker's DOCKER-USER chain:
 Docker 26 on Debian 13 writes its rules through iptables-nft into the `ip filter` and `ip nat`
@@ -65,7 +67,6 @@ def render_rules(
     """The nftables table of a host with ``roles``; ``cluster`` and ``proxies`` are the
     addresses of every cluster host and of the proxy host."""
     public = [settings.ssh_port, 22] + ([80, 443] if "proxy" in roles else [])
-    public_anywhere = [settings.ssh_port, 22, 80, 443]  # open on some host of the cluster
     internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
@@ -86,7 +87,9 @@ def render_rules(
         hub="hub" in roles,
         chp_port=CHP_PORT,
         containers="{ " + ", ".join(CONTAINER_INTERFACES) + " }",
-        from_containers=_ports(public_anywhere + list(settings.firewall_cluster_tcp_ports)),
+        cluster_tcp_ports=_ports(list(settings.firewall_cluster_tcp_ports))
+        if settings.firewall_cluster_tcp_ports
+        else "",
     )
 
 

@@ -12,8 +12,9 @@ import hashlib
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import SPAWNER_MODULE
-from swarmhub.ports import CHP_PORT, HUB_API
-from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
+from swarmhub.overlay import layout
+from swarmhub.ports import CHP_API_PORT, CHP_PORT, HUB_API, HUB_PORT, USER_SERVER_PORT
+from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import secret_env_current_command, secret_env_file_command
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
 from swarmhub.runbook.host import HostView
@@ -57,6 +58,9 @@ def hub_settings_env(settings: Settings) -> str:
         "HOMES_DIR": settings.homes_dir,
         "HOME_UID": settings.home_uid,
         "HOME_GID": settings.home_gid,
+        # The server's firewall (server-firewall.nft) allows these names' addresses, resolved
+        # by each server when it starts (KERNEL_EGRESS=allow-list).
+        "KERNEL_EGRESS_NAMES": ",".join(egress_names(settings)),
     }
     lines = ["# Written by swarmhub (hub.deploy) from the env file."]
     lines += [f"{key}={value}" for key, value in values.items()]
@@ -99,6 +103,34 @@ def auth_env(settings: Settings) -> str:
     return "\n".join(lines) + "\n" if lines else "# no login secrets\n"
 
 
+def is_address(entry: str) -> bool:
+    return entry.replace(".", "").replace("/", "").isdigit()
+
+
+def egress_names(settings: Settings) -> list[str]:
+    """KERNEL_EGRESS_ALLOW's host names (its addresses and networks are in the rules)."""
+    if settings.kernel_egress != "allow-list":
+        return []
+    return [entry for entry in settings.kernel_egress_allow if not is_address(entry)]
+
+
+def server_firewall(settings: Settings) -> str:
+    """The nftables table each user's server loads into its own network namespace."""
+    overlay = layout(settings.swarm_subnet)
+    allow_list = settings.kernel_egress == "allow-list"
+    allowed = [e for e in settings.kernel_egress_allow if is_address(e)] if allow_list else []
+    return render(
+        "hub/server-firewall.nft.j2",
+        chp=overlay.chp,
+        hub=overlay.hub,
+        overlay=str(overlay.subnet),
+        allowed=allowed,
+        allow_list=allow_list,
+        server_port=USER_SERVER_PORT,
+        hub_port=HUB_PORT,
+    )
+
+
 def hub_config() -> str:
     return render("hub/jupyterhub_config.py")
 
@@ -111,8 +143,15 @@ def spawner_module() -> str:
 
 def render_compose(settings: Settings) -> str:
     digest = hashlib.sha256(
-        (hub_config() + spawner_module() + hub_settings_env(settings) + auth_env(settings)).encode()
+        (
+            hub_config()
+            + spawner_module()
+            + hub_settings_env(settings)
+            + auth_env(settings)
+            + server_firewall(settings)
+        ).encode()
     ).hexdigest()[:16]
+    overlay = layout(settings.swarm_subnet)
     return render(
         "hub/compose.yml.j2",
         hub_image=image_ref(settings, "hub"),
@@ -124,6 +163,10 @@ def render_compose(settings: Settings) -> str:
         homes_dir=settings.homes_dir,
         data_dir=settings.hub_data_dir,
         chp_port=CHP_PORT,
+        chp_api_port=CHP_API_PORT,
+        hub_port=HUB_PORT,
+        chp_address=overlay.chp,
+        hub_address=overlay.hub,
     )
 
 
@@ -152,6 +195,7 @@ def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tupl
         (f"{directory}/hub.env", hub_settings_env(settings), "0644"),
         # The module first: the config that imports it is never on the hub without it.
         (f"{directory}/swarmhub_spawner.py", spawner_module(), "0644"),
+        (f"{directory}/server-firewall.nft", server_firewall(settings), "0644"),
         (f"{directory}/jupyterhub_config.py", hub_config(), "0644"),
         (f"{directory}/compose.yml", render_compose(settings), "0644"),
     ]
@@ -179,6 +223,11 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     for path, content, mode in hub_files(settings, secrets_dir, directory):
         if why := file_differs(hub, path, content, mode, "root"):
             files.append((path, content, mode, why))
+            if path.endswith("/server-firewall.nft") and why != "missing":
+                yield Note(
+                    "users' servers running now keep the firewall they started with (the "
+                    "egress setting among it) until they restart"
+                )
         else:
             yield Ok(f"{path} up to date")
     for name, ref in (

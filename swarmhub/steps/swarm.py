@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.overlay import OverlayLayout, layout
 from swarmhub.runbook.change import Change, Later, Ok, Steps
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -70,8 +71,42 @@ def init_command(address: str) -> str:
     return f"docker swarm init --advertise-addr {shlex.quote(address)}"
 
 
-def network_command(name: str) -> str:
-    return f"docker network create --driver overlay --attachable {shlex.quote(name)}"
+def network_command(name: str, overlay: OverlayLayout) -> str:
+    """The attachable overlay, with the fixed layout of swarmhub.overlay: Docker gives servers
+    addresses from the upper half only, chp and the hub keep theirs below."""
+    return (
+        f"docker network create --driver overlay --attachable --subnet {overlay.subnet} "
+        f"--gateway {overlay.gateway} --ip-range {overlay.servers} {shlex.quote(name)}"
+    )
+
+
+NETWORK_STATE = (
+    "docker network inspect --format "
+    "'{{.Driver}} {{.Attachable}}{{range .IPAM.Config}} {{.Subnet}} {{.IPRange}}{{end}}' "
+)
+
+
+def check_network(
+    hub: str, name: str, found: list[str], overlay: OverlayLayout, hub_dir: str
+) -> bool:
+    """True when the network is as wanted, False when it is missing; else one line saying what
+    to do (a network in use cannot be changed in place)."""
+    if not found:
+        return False
+    if found[:2] != ["overlay", "true"]:
+        raise SwarmhubError(
+            f"{hub}: network {name} exists but is not an attachable overlay: remove it "
+            "or set SWARM_NETWORK to another name"
+        )
+    if found[2:] == [str(overlay.subnet), str(overlay.servers)]:
+        return True
+    has = f"subnet {found[2]}" if len(found) > 2 else "no subnet"
+    raise SwarmhubError(
+        f"{hub}: network {name} has {has}, not SWARM_SUBNET={overlay.subnet} with servers in "
+        f"{overlay.servers} (the fixed addresses that users' servers let in): stop the users' "
+        f"servers, run `docker compose down` in {hub_dir} and `docker network rm {name}` "
+        "on the hub, then run cluster.all"
+    )
 
 
 def manage(ctx: StepContext, hub: HostView) -> Steps:
@@ -88,18 +123,15 @@ def manage(ctx: StepContext, hub: HostView) -> Steps:
         address = hub_address(ctx)
         yield Change(f"swarm initialised, advertising {address}", [init_command(address)])
     network = ctx.settings.swarm_network
-    found = hub.probe(
-        f"docker network inspect --format '{{{{.Driver}}}} {{{{.Attachable}}}}' {network}"
-    ).stdout.split()
-    if found == ["overlay", "true"]:
-        yield Ok(f"overlay network {network}")
-    elif found:
-        raise SwarmhubError(
-            f"{hub.name}: network {network} exists but is not an attachable overlay: remove it "
-            "or set SWARM_NETWORK to another name"
-        )
+    overlay = layout(ctx.settings.swarm_subnet)
+    found = hub.probe(NETWORK_STATE + shlex.quote(network)).stdout.split()
+    if check_network(hub.name, network, found, overlay, ctx.settings.hub_dir):
+        yield Ok(f"overlay network {network} ({overlay.subnet})")
     else:
-        yield Change(f"overlay network {network} created", [network_command(network)])
+        yield Change(
+            f"overlay network {network} created ({overlay.subnet}, servers in {overlay.servers})",
+            [network_command(network, overlay)],
+        )
 
 
 def join_token(ctx: StepContext) -> str:

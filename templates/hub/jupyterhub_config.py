@@ -24,7 +24,9 @@ c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_port = 8081
 c.JupyterHub.hub_connect_ip = "jupyterhub"
 c.ConfigurableHTTPProxy.should_start = False
-c.ConfigurableHTTPProxy.api_url = "http://chp:8001"
+# chp's API listens on the hub stack's internal network only (compose.yml): not on the
+# overlay, where users' servers are.
+c.ConfigurableHTTPProxy.api_url = "http://chp-internal:8001"
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
 
@@ -53,6 +55,22 @@ c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}
 c.SwarmSpawner.http_timeout = 300  # a login storm on small nodes is CPU-bound
 c.SwarmSpawner.debug = env.get("SPAWNER_DEBUG") == "1"
+
+# --- Users' servers kept apart on the network (issue 18) ---
+# A server starts as root with NET_ADMIN for one thing: swarmhub-server-start (in the user
+# image) loads the server's own firewall, server-firewall.nft beside this file (written by
+# hub.deploy), into the server's network namespace, then runs jupyterhub-singleuser as jovyan
+# with no capabilities. Only chp and the hub reach the server; the server reaches the hub's
+# API and nothing else on the overlay; KERNEL_EGRESS=allow-list limits the internet.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "server-firewall.nft")) as f:
+    SERVER_FIREWALL = f.read()
+c.SwarmSpawner.cmd = ["swarmhub-server-start", "jupyterhub-singleuser"]
+c.SwarmSpawner.extra_container_spec = {"user": "root", "cap_add": ["NET_ADMIN"]}
+c.SwarmSpawner.environment = {
+    "SWARMHUB_SERVER_FIREWALL": SERVER_FIREWALL,
+    "SWARMHUB_EGRESS_NAMES": env.get("KERNEL_EGRESS_NAMES", ""),
+}
+# --- end of issue 18 ---
 
 # Users' homes: HOMES_DIR/<escaped name> on the storage host, mounted at the same path on
 # the hub and on every node. The hub makes it (owned by the user image's jovyan) before the

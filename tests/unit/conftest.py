@@ -15,6 +15,7 @@ from traitlets.config import Config
 from swarmhub.steps import hub
 
 HUB_MODULE = "swarmhub_spawner"  # the name jupyterhub_config.py imports it by, on the hub
+SERVER_FIREWALL = "table inet swarmhub_server {}\n"  # what the config hands every server
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def load_hub_config(
     config_file = directory / "jupyterhub_config.py"
     config_file.write_text(hub.hub_config())
     (directory / f"{HUB_MODULE}.py").write_text(hub.spawner_module())
+    (directory / "server-firewall.nft").write_text(SERVER_FIREWALL)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the config puts its directory first
 
     def load(env_text: str) -> Config:

@@ -64,11 +64,11 @@ def test_chp_is_reached_from_the_proxy_only(env) -> None:
     assert "8000" not in rules_for(env, "node")
 
 
-def test_containers_reach_only_public_ports_of_cluster_hosts(env) -> None:
+def test_containers_reach_only_the_public_site_of_cluster_hosts(env) -> None:
     rules = rules_for(env, "node")
     assert "ip daddr @cluster jump from_containers" in rules
     chain = rules[rules.index("chain from_containers") :]
-    assert "tcp dport { 22, 80, 443 } return" in chain and "drop" in chain
+    assert "ip daddr @proxy tcp dport { 80, 443 } return" in chain and "drop" in chain
 
 
 def test_users_are_blocked_from_metadata_and_the_list_is_a_setting(env, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import pytest
 
 from swarmhub import settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.overlay import layout
 from swarmhub.runbook.converge import secret_env_file_command
 from swarmhub.runbook.host import Host, file_state_command, parse_file_state
 from swarmhub.runbook.session import step_hosts, steps_for_host
@@ -76,7 +78,11 @@ def test_the_swarm_advertises_the_hosts_own_interface() -> None:
     assert swarm.pick_address(out) == "10.231.0.10"
     assert swarm.pick_address("") is None
     assert swarm.init_command("10.0.0.1") == "docker swarm init --advertise-addr 10.0.0.1"
-    assert "--attachable" in swarm.network_command("swarmhub")
+    overlay = layout(ipaddress.IPv4Network("10.250.0.0/20"))
+    assert swarm.network_command("swarmhub", overlay) == (
+        "docker network create --driver overlay --attachable --subnet 10.250.0.0/20 "
+        "--gateway 10.250.0.1 --ip-range 10.250.8.0/21 swarmhub"
+    )
 
 
 def test_fab_host_of_the_wrong_role_is_refused(env) -> None:
