@@ -303,10 +303,10 @@ SCHEMA: dict[str, Key] = {
     "CULL_EVERY": Key(_positive_int, "300", "seconds between the culler's checks"),
     # JupyterHub's release series (a major upgrade is `invoke hub.upgrade`)
     "JUPYTERHUB_SERIES": Key(
-        _choice(*JUPYTERHUB_SERIES), DEFAULT_SERIES, "the JupyterHub series the images are locked on"
+        _choice(*JUPYTERHUB_SERIES), DEFAULT_SERIES, "JupyterHub series of the images: 6.1 or 5.5"
     ),
     "UPGRADE_RESTART_SERVERS": Key(
-        _choice("yes", "no"), "no", "hub.upgrade: stop servers of the old major (yes) or keep them (no)"
+        _choice("yes", "no"), "no", "hub.upgrade: stop old-major servers (yes) or keep them"
     ),
     # Images
     "IMAGE_SOURCE": Key(_choice("build", "pull"), "build", "build images on the hub, or pull"),
