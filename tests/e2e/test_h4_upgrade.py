@@ -1,0 +1,299 @@
+"""A major upgrade of JupyterHub, 5.5 to 6.1, rehearsed on a sandbox of its own (tests/e2e/h4.env):
+
+    SWARMHUB_E2E_ENV=tests/e2e/h4.env .venv/bin/pytest -m e2e tests/e2e/test_h4_upgrade.py
+
+A 5.5.4 hub with five users (an admin with an API token, a group, three running servers);
+hub.deploy with the 6.1 series refuses; a migration made to fail (a column the 6.x migration
+adds, made beforehand) leaves 5.5.4 running on a database byte for byte the copy; then
+hub.upgrade, while the three servers are asked every half second through the proxy: users,
+groups and the token kept, one old server follows an interact link through the 6.1.1 hub,
+every user starts a server, the culler culls, and a second run changes nothing.
+
+The 5.5 images are built once and kept on this machine (test-artifacts/image-cache/, keyed by
+their tags, which are digests of their locks), then loaded into the hub VM: later runs do not
+build them again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from swarmhub import settings as env_settings
+from swarmhub.steps import images
+from tests.cli import ROOT, run
+from tests.e2e import conftest
+from tests.e2e.conftest import ADDRESSES, HUB, PROXY, PROXY_URL, recap
+from tests.e2e.course_material import notebook, publish
+
+pytestmark = pytest.mark.e2e
+
+ENV_61 = conftest.ENV_FILE
+if conftest.HUB != "u-hub":
+    pytest.skip(
+        "runs on its own sandbox: SWARMHUB_E2E_ENV=tests/e2e/h4.env", allow_module_level=True
+    )
+STATE = ROOT / conftest.SETTINGS.sandbox_dir
+ENV_55 = STATE / "h4-jupyterhub-5.5.env"
+CACHE = ROOT / "test-artifacts" / "image-cache"
+CERT = ROOT / "test-artifacts" / f"{PROXY}-cert.pem"
+DB = f"{conftest.SETTINGS.hub_data_dir}/jupyterhub.sqlite"
+USERS = ["admin", "ann", "ben", "cat", "dan"]  # admin: ADMIN_USERS of the env
+RUNNING = ["ann", "ben", "cat"]
+
+
+def on_hub(command: str, env_file: Path = ENV_61) -> str:
+    result = run("fab", "-H", HUB, "--", command, env_file=env_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def in_hub_vm(*argv: str, **kwargs: object) -> subprocess.CompletedProcess:
+    """A command in the hub VM through Docker on this machine (a pipe for docker save/load)."""
+    return subprocess.run(["docker", "exec", "-i", HUB, *argv], check=True, **kwargs)
+
+
+def hub_api(path: str, token: str, method: str = "GET", **kwargs: object) -> requests.Response:
+    session = requests.Session()
+    session.trust_env = False
+    return session.request(
+        method,
+        f"{PROXY_URL}/hub/api{path}",
+        headers={"Authorization": f"token {token}"},
+        verify=str(CERT),
+        timeout=30,
+        **kwargs,
+    )
+
+
+def version_through_proxy() -> str:
+    session = requests.Session()
+    session.trust_env = False
+    return session.get(f"{PROXY_URL}/hub/api/", verify=str(CERT), timeout=30).json()["version"]
+
+
+def student(name: str) -> conftest.Student:
+    return conftest.Student(PROXY_URL, name, conftest.PASSWORD, ca_file=str(CERT))
+
+
+def cached_images(settings: env_settings.Settings) -> list[str]:
+    return [
+        images.image_ref(settings, "hub"),
+        images.image_ref(settings, "user"),
+        images.chp_ref(settings),
+        images.LOCAL_BASE,
+    ]
+
+
+@pytest.fixture(scope="module")
+def old_hub() -> Iterator[dict[str, object]]:
+    """The sandbox with JupyterHub 5.5.4 deployed by cluster.all (JUPYTERHUB_SERIES=5.5), its
+    images from the cache when they are there, and the course's users, group and token."""
+    up = run("invoke", "sandbox.up", env_file=ENV_61)
+    assert up.returncode == 0, up.stdout + up.stderr
+    ENV_55.write_text(ENV_61.read_text() + "JUPYTERHUB_SERIES=5.5\n")
+    old = env_settings.load(str(ENV_55))
+    refs = cached_images(old)
+    key = "-".join(ref.rsplit(":", 1)[-1] for ref in refs[:3])
+    tar = CACHE / f"jupyterhub-5.5-{key}.tar"
+    if tar.exists():
+        with tar.open("rb") as stream:
+            in_hub_vm("docker", "load", "-q", stdin=stream, stdout=subprocess.DEVNULL)
+    started = time.monotonic()
+    deployed = run("invoke", "cluster.all", env_file=ENV_55, timeout=2400)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr
+    print(f"cluster.all on JupyterHub 5.5: {time.monotonic() - started:.0f} s")
+    if not tar.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        part = tar.with_suffix(".part")
+        with part.open("wb") as stream:
+            in_hub_vm("docker", "save", *refs, stdout=stream)
+        part.rename(tar)
+    cert = run("fab", "-H", PROXY, "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=ENV_61)
+    CERT.parent.mkdir(exist_ok=True)
+    CERT.write_text(cert.stdout)
+    assert version_through_proxy() == "5.5.4"
+
+    students = {name: student(name) for name in USERS}
+    for one in students.values():
+        one.login()
+    admin = students["admin"]
+    made = admin.api("POST", "/users/admin/tokens", json={"note": "course admin"})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    group = admin.api("POST", "/groups/course", json={"users": ["ann", "ben"]})
+    assert group.status_code in (201, 409), group.text
+    for name in RUNNING:
+        students[name].start_server()
+    yield {"students": students, "token": token}
+
+
+def database_digest() -> str:
+    return on_hub(f"sha256sum {DB}").split()[0]
+
+
+def hub_stack_ids() -> dict[str, str]:
+    out = on_hub("docker ps --format '{{.Names}} {{.ID}}'")
+    return dict(line.split() for line in out.splitlines() if line.split()[0] in CONTAINERS)
+
+
+CONTAINERS = ("chp", "jupyterhub", "cull")
+
+
+def test_hub_deploy_refuses_a_major_change(old_hub: dict[str, object]) -> None:
+    before = (hub_stack_ids(), on_hub("sha256sum /srv/swarmhub/compose.yml"))
+    result = run("invoke", "hub.deploy", env_file=ENV_61)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "hub.upgrade" in lines[0], result.stderr
+    assert "runs JupyterHub 5.5.4" in lines[0] and "6.1.1" in lines[0]
+    assert "changed:" not in result.stdout
+    assert (hub_stack_ids(), on_hub("sha256sum /srv/swarmhub/compose.yml")) == before
+
+
+def test_a_failed_migration_leaves_the_old_hub_on_its_database(
+    old_hub: dict[str, object],
+) -> None:
+    # users.user_info is a column the 6.x migration (ff1860e38070) adds: made beforehand, the
+    # migration fails on it ("duplicate column name"), always at the same place.
+    column = (
+        'docker exec jupyterhub python3 -c "import sqlite3; c = sqlite3.connect('
+        "'/srv/jupyterhub/data/jupyterhub.sqlite'); c.execute('ALTER TABLE users {}'); "
+        'c.commit()"'
+    )
+    on_hub(column.format("ADD COLUMN user_info TEXT"))
+    before = database_digest()
+    result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=2400)
+    assert result.returncode != 0, result.stdout[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    copy = re.search(r"restored from (\S+jupyterhub\.sqlite\.pre-5\.5\.4-\d{8}T\d{6}Z)", lines[0])
+    assert copy, lines[0]
+    assert "migration to JupyterHub 6.1.1 failed" in lines[0] and "user_info" in lines[0]
+    assert "byte for byte" in lines[0] and "JupyterHub 5.5.4 runs again" in lines[0]
+    assert database_digest() == before == on_hub(f"sha256sum {copy.group(1)}").split()[0]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if version_through_proxy() == "5.5.4":
+                break
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(2)
+    assert version_through_proxy() == "5.5.4"
+    token = str(old_hub["token"])
+    assert hub_api("/users/ann", token).json()["servers"][""]["ready"]
+    on_hub(column.format("DROP COLUMN user_info"))
+
+
+class Poller(threading.Thread):
+    """Asks each running server for its API status through the proxy, every half second."""
+
+    def __init__(self, students: list[conftest.Student]) -> None:
+        super().__init__(daemon=True)
+        self.students = students
+        self.failures: list[str] = []
+        self.asked = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for one in self.students:
+                url = f"{one.base_url}/user/{one.name}/api/status"
+                try:
+                    answer = one.http.get(url, timeout=5, allow_redirects=False)
+                    ok = answer.status_code == 200
+                    why = f"HTTP {answer.status_code}"
+                except requests.RequestException as error:
+                    ok, why = False, type(error).__name__
+                self.asked += 1
+                if not ok:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} {one.name}: {why}")
+            time.sleep(0.5)
+
+
+def test_the_upgrade_keeps_users_tokens_and_running_servers(
+    old_hub: dict[str, object],
+) -> None:
+    students: dict[str, conftest.Student] = old_hub["students"]  # type: ignore[assignment]
+    token = str(old_hub["token"])
+    plan = run("invoke", "hub.upgrade", "--plan", env_file=ENV_61, timeout=900)
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr
+    for said in ("jupyterhub.sqlite.pre-5.5.4-", "upgrade-db", "expected downtime", "3 running"):
+        assert said in plan.stdout, said
+    poller = Poller([students[name] for name in RUNNING])
+    poller.start()
+    started = time.monotonic()
+    result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=2400)
+    took = time.monotonic() - started
+    time.sleep(3)
+    poller.done.set()
+    poller.join()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    print(f"hub.upgrade: {took:.0f} s; {poller.asked} requests to running servers")
+    assert re.search(r"copied to \S+/jupyterhub\.sqlite\.pre-5\.5\.4-\d{8}T\d{6}Z", result.stdout)
+    assert poller.asked > 20 and poller.failures == [], poller.failures[:20]
+    assert version_through_proxy() == "6.1.1"
+
+    # Users, groups and the token kept; the token works.
+    users = {user["name"] for user in hub_api("/users", token).json()}
+    assert users >= set(USERS)
+    assert set(hub_api("/groups/course", token).json()["users"]) == {"ann", "ben"}
+    assert hub_api("/users/admin", token).json()["admin"] is True
+
+    status = run("invoke", "status", "--json", env_file=ENV_61)
+    document = json.loads(status.stdout)
+    api = next(row for row in document["stack"] if row["name"] == "hub api")
+    assert api["values"]["version"] == "6.1.1", api
+    flagged = {row["name"] for row in document["servers"] if "before the upgrade" in row["note"]}
+    assert flagged == set(RUNNING), document["servers"]
+    assert "JupyterHub 6.1.1" in run("invoke", "status", env_file=ENV_61).stdout
+
+
+def test_an_old_server_follows_an_interact_link_through_the_new_hub(
+    old_hub: dict[str, object], tmp_path: Path
+) -> None:
+    students: dict[str, conftest.Student] = old_hub["students"]  # type: ignore[assignment]
+    (tmp_path / "lesson.ipynb").write_text(notebook("x = 1", "print('after the upgrade')"))
+    url, _ = publish(ENV_61, "upgrade-course", tmp_path)
+    link = run("invoke", "interact.link", "--repo", url, "--path", "lesson.ipynb", env_file=ENV_61)
+    assert link.returncode == 0, link.stderr
+    opened, events = students["ann"].follow_link(link.stdout.strip().splitlines()[-1])
+    assert opened.endswith("lesson.ipynb") and events[-1]["phase"] == "finished"
+
+
+def test_every_user_starts_a_server_after_it_and_the_culler_culls(
+    old_hub: dict[str, object],
+) -> None:
+    for name in USERS:
+        fresh = student(name)
+        fresh.login()
+        fresh.start_server()
+        assert fresh.run_code("print(6 * 7)").strip() == "42"
+    dan = student("dan")
+    dan.login()
+    deadline = time.monotonic() + 240  # CULL_TIMEOUT=60, CULL_EVERY=15 in the env
+    while time.monotonic() < deadline:
+        if not dan.api("GET", "/users/dan").json().get("servers"):
+            break
+        time.sleep(5)
+    else:
+        pytest.fail("dan's idle server was not culled on JupyterHub 6.1.1 within 240 s")
+
+
+def test_a_second_upgrade_changes_nothing(old_hub: dict[str, object]) -> None:
+    before = hub_stack_ids()
+    result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert all(changed == 0 for _, changed, _ in recap(result.stdout).values()), result.stdout
+    assert "no major upgrade to make" in result.stdout
+    assert hub_stack_ids() == before
+    assert ADDRESSES[HUB]
