@@ -93,12 +93,34 @@ def cached_images(settings: env_settings.Settings) -> list[str]:
     ]
 
 
+def roll_back_to_5_5() -> None:
+    """A hub upgraded by an earlier run goes back to 5.5 as docs/upgrading.md says (the copy
+    of the database restored, the 6.x containers removed), its servers removed too."""
+    stack = "cd /srv/swarmhub && sudo docker compose"
+    on_hub(f"{stack} stop jupyterhub cull && {stack} rm -f jupyterhub cull")
+    on_hub(
+        "ids=$(sudo docker service ls -q --filter name=jupyter-); "
+        '[ -z "$ids" ] || sudo docker service rm $ids >/dev/null'
+    )
+    copy = on_hub(f"sudo sh -c 'ls -t {DB}.pre-5.5.4-* | head -n 1'")
+    on_hub(f"sudo cp -p {copy} {DB} && sudo rm -f /srv/swarmhub/upgrade/last.json")
+
+
+def hub_version_now() -> str:
+    try:
+        return version_through_proxy()
+    except (requests.RequestException, ValueError, KeyError):
+        return ""
+
+
 @pytest.fixture(scope="module")
 def old_hub() -> Iterator[dict[str, object]]:
     """The sandbox with JupyterHub 5.5.4 deployed by cluster.all (JUPYTERHUB_SERIES=5.5), its
     images from the cache when they are there, and the course's users, group and token."""
     up = run("invoke", "sandbox.up", env_file=ENV_61)
     assert up.returncode == 0, up.stdout + up.stderr
+    if CERT.exists() and hub_version_now().startswith("6."):
+        roll_back_to_5_5()
     ENV_55.write_text(ENV_61.read_text() + "JUPYTERHUB_SERIES=5.5\n")
     old = env_settings.load(str(ENV_55))
     refs = cached_images(old)
@@ -133,11 +155,13 @@ def old_hub() -> Iterator[dict[str, object]]:
     assert group.status_code in (201, 409), group.text
     for name in RUNNING:
         students[name].start_server()
+        # Its server's own cookie (the OAuth dance with the hub), as a browser tab has it.
+        assert students[name].run_code("print('before')").strip() == "before"
     yield {"students": students, "token": token}
 
 
 def database_digest() -> str:
-    return on_hub(f"sha256sum {DB}").split()[0]
+    return on_hub(f"sudo sha256sum {DB}").split()[0]
 
 
 def hub_stack_ids() -> dict[str, str]:
@@ -165,11 +189,12 @@ def test_a_failed_migration_leaves_the_old_hub_on_its_database(
     # users.user_info is a column the 6.x migration (ff1860e38070) adds: made beforehand, the
     # migration fails on it ("duplicate column name"), always at the same place.
     column = (
-        'docker exec jupyterhub python3 -c "import sqlite3; c = sqlite3.connect('
-        "'/srv/jupyterhub/data/jupyterhub.sqlite'); c.execute('ALTER TABLE users {}'); "
-        'c.commit()"'
+        'sudo docker exec jupyterhub python3 -c "import sqlite3; '
+        "c = sqlite3.connect('/srv/jupyterhub/data/jupyterhub.sqlite'); "
+        "have = 'user_info' in [row[1] for row in c.execute('PRAGMA table_info(users)')]; "
+        "[c.execute('ALTER TABLE users {}') for _ in [0] if have == {}]; c.commit()\""
     )
-    on_hub(column.format("ADD COLUMN user_info TEXT"))
+    on_hub(column.format("ADD COLUMN user_info TEXT", False))
     before = database_digest()
     result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=2400)
     assert result.returncode != 0, result.stdout[-3000:]
@@ -179,7 +204,7 @@ def test_a_failed_migration_leaves_the_old_hub_on_its_database(
     assert copy, lines[0]
     assert "migration to JupyterHub 6.1.1 failed" in lines[0] and "user_info" in lines[0]
     assert "byte for byte" in lines[0] and "JupyterHub 5.5.4 runs again" in lines[0]
-    assert database_digest() == before == on_hub(f"sha256sum {copy.group(1)}").split()[0]
+    assert database_digest() == before == on_hub(f"sudo sha256sum {copy.group(1)}").split()[0]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -191,7 +216,7 @@ def test_a_failed_migration_leaves_the_old_hub_on_its_database(
     assert version_through_proxy() == "5.5.4"
     token = str(old_hub["token"])
     assert hub_api("/users/ann", token).json()["servers"][""]["ready"]
-    on_hub(column.format("DROP COLUMN user_info"))
+    on_hub(column.format("DROP COLUMN user_info", True))
 
 
 class Poller(threading.Thread):
