@@ -29,6 +29,7 @@ import requests
 
 from swarmhub import settings as env_settings
 from swarmhub.steps import images
+from swarmhub.student import Student, StudentError
 from tests.cli import ROOT, run
 from tests.e2e import conftest
 from tests.e2e.conftest import HUB, PROXY, PROXY_URL, recap
@@ -61,12 +62,14 @@ def in_hub_vm(*argv: str, **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", "-i", HUB, *argv], check=True, **kwargs)
 
 
-def hub_api(path: str, token: str, method: str = "GET", **kwargs: object) -> requests.Response:
+def hub_api(
+    path: str, token: str, method: str = "GET", base: str = "/hub/api", **kwargs: object
+) -> requests.Response:
     session = requests.Session()
     session.trust_env = False
     return session.request(
         method,
-        f"{PROXY_URL}/hub/api{path}",
+        f"{PROXY_URL}{base}{path}",
         headers={"Authorization": f"token {token}"},
         verify=str(CERT),
         timeout=30,
@@ -80,8 +83,8 @@ def version_through_proxy() -> str:
     return session.get(f"{PROXY_URL}/hub/api/", verify=str(CERT), timeout=30).json()["version"]
 
 
-def student(name: str) -> conftest.Student:
-    return conftest.Student(PROXY_URL, name, conftest.PASSWORD, ca_file=str(CERT))
+def student(name: str) -> Student:
+    return Student(PROXY_URL, name, conftest.PASSWORD, ca_file=str(CERT))
 
 
 def cached_images(settings: env_settings.Settings) -> list[str]:
@@ -226,7 +229,7 @@ def test_a_failed_migration_leaves_the_old_hub_on_its_database(
 class Poller(threading.Thread):
     """Asks each running server for its API status through the proxy, every half second."""
 
-    def __init__(self, students: list[conftest.Student]) -> None:
+    def __init__(self, students: list[Student]) -> None:
         super().__init__(daemon=True)
         self.students = students
         self.failures: list[tuple[float, str]] = []
@@ -252,7 +255,7 @@ class Poller(threading.Thread):
 def test_the_upgrade_keeps_users_tokens_and_running_servers(
     old_hub: dict[str, object],
 ) -> None:
-    students: dict[str, conftest.Student] = old_hub["students"]  # type: ignore[assignment]
+    students: dict[str, Student] = old_hub["students"]  # type: ignore[assignment]
     token = str(old_hub["token"])
     plan = run("invoke", "hub.upgrade", "--plan", env_file=ENV_61, timeout=900)
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr
@@ -299,7 +302,7 @@ def test_the_upgrade_keeps_users_tokens_and_running_servers(
 def test_an_old_server_follows_an_interact_link_through_the_new_hub(
     old_hub: dict[str, object], tmp_path: Path
 ) -> None:
-    students: dict[str, conftest.Student] = old_hub["students"]  # type: ignore[assignment]
+    students: dict[str, Student] = old_hub["students"]  # type: ignore[assignment]
     (tmp_path / "lesson.ipynb").write_text(notebook("x = 1", "print('after the upgrade')"))
     url, _ = publish(ENV_61, "upgrade-course", tmp_path)
     link = run("invoke", "interact.link", "--repo", url, "--path", "lesson.ipynb", env_file=ENV_61)
@@ -325,6 +328,46 @@ def test_every_user_starts_a_server_after_it_and_the_culler_culls(
         time.sleep(5)
     else:
         pytest.fail("dan's idle server was not culled on JupyterHub 6.1.1 within 240 s")
+
+
+def test_a_full_cluster_is_a_refusal_on_the_new_hub(
+    old_hub: dict[str, object], tmp_path: Path
+) -> None:
+    # Servers that reserve 3/8 of this machine's memory (each VM sees all of it): two fit on
+    # a node, so the fifth finds no room and is refused at once, as a SpawnException.
+    total_kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+    big = tmp_path / "big.env"
+    text = ENV_61.read_text().replace(
+        "USER_MEM_LIMIT=512M", f"USER_MEM_LIMIT={total_kib * 3 // 8}K"
+    )
+    big.write_text(text)
+    assert run("invoke", "hub.deploy", env_file=big).returncode == 0
+    crowd = [student(f"full-{index}") for index in range(5)]
+    try:
+        for one in crowd[:4]:
+            one.login()
+            one.start_server()
+        last = crowd[4]
+        last.login()
+        started = time.monotonic()
+        with pytest.raises(StudentError, match="spawn refused: 503"):
+            last.start_server()
+        assert time.monotonic() - started < 10
+        page = last.http.get(f"{last.base_url}/hub/spawn-pending/{last.name}", timeout=30)
+        assert "The cluster is full right now" in page.text
+        metrics = hub_api("/metrics", str(old_hub["token"]), base="/hub").text
+        counted = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("jupyterhub_server_spawn_duration_seconds_count{")
+            and 'status="failure"' in line
+            and 'reason="cluster_full"' in line
+        ]
+        assert counted and counted[0] >= 1, "no refusal counted in /hub/metrics"
+    finally:
+        for one in crowd:
+            one.stop_server()
+        assert run("invoke", "hub.deploy", env_file=ENV_61).returncode == 0
 
 
 def test_a_second_upgrade_changes_nothing_nor_does_hub_deploy(old_hub: dict[str, object]) -> None:
