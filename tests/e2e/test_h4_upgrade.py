@@ -201,29 +201,39 @@ def test_a_failed_migration_leaves_the_old_hub_on_its_database(
         "[c.execute('ALTER TABLE users {}') for _ in [0] if have == {}]; c.commit()\""
     )
     on_hub(column.format("ADD COLUMN user_info TEXT", False))
-    result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=2400)
-    assert result.returncode != 0, result.stdout[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    copy = re.search(r"restored from (\S+jupyterhub\.sqlite\.pre-5\.5\.4-\d{8}T\d{6}Z)", lines[0])
-    assert copy, lines[0]
-    assert "migration to JupyterHub 6.1.1 failed" in lines[0] and "user_info" in lines[0]
-    assert "byte for byte" in lines[0] and "JupyterHub 5.5.4 runs again" in lines[0]
-    # The copy was made once the hub had stopped (the running hub writes its activity): the
-    # database is that copy again, byte for byte, after a migration that changed it.
-    assert database_digest() == on_hub(f"sudo sha256sum {copy.group(1)}").split()[0]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if version_through_proxy() == "5.5.4":
+    try:
+        result = run("invoke", "hub.upgrade", env_file=ENV_61, timeout=2400)
+        assert result.returncode != 0, result.stdout[-3000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        copy = re.search(
+            r"restored from (\S+jupyterhub\.sqlite\.pre-5\.5\.4-\d{8}T\d{6}Z)", lines[0]
+        )
+        assert copy, lines[0]
+        assert "migration to JupyterHub 6.1.1 failed" in lines[0] and "user_info" in lines[0]
+        assert "byte for byte" in lines[0] and "JupyterHub 5.5.4 runs again" in lines[0]
+        # The copy was made once the hub had stopped (the running hub writes its activity): the
+        # database is that copy again, byte for byte, after a migration that changed it.
+        assert database_digest() == on_hub(f"sudo sha256sum {copy.group(1)}").split()[0]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if version_through_proxy() == "5.5.4":
+                    break
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(2)
+        assert version_through_proxy() == "5.5.4"
+        token = str(old_hub["token"])
+        # ann's server was running all along: the old hub finds it again.
+        for _ in range(30):
+            if hub_api("/users/ann", token).json().get("servers", {}).get("", {}).get("ready"):
                 break
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(2)
-    assert version_through_proxy() == "5.5.4"
-    token = str(old_hub["token"])
-    assert hub_api("/users/ann", token).json()["servers"][""]["ready"]
-    on_hub(column.format("DROP COLUMN user_info", True))
+            time.sleep(1)
+        else:
+            pytest.fail("the old hub does not see ann's running server")
+    finally:
+        on_hub(column.format("DROP COLUMN user_info", True))
 
 
 class Poller(threading.Thread):
@@ -312,22 +322,30 @@ def test_an_old_server_follows_an_interact_link_through_the_new_hub(
 
 
 def test_every_user_starts_a_server_after_it_and_the_culler_culls(
-    old_hub: dict[str, object],
+    old_hub: dict[str, object], tmp_path: Path
 ) -> None:
     for name in USERS:
         fresh = student(name)
         fresh.login()
         fresh.start_server()
         assert fresh.run_code("print(6 * 7)").strip() == "42"
-    dan = student("dan")
-    dan.login()
-    deadline = time.monotonic() + 240  # CULL_TIMEOUT=60, CULL_EVERY=15 in the env
-    while time.monotonic() < deadline:
-        if not dan.api("GET", "/users/dan").json().get("servers"):
-            break
-        time.sleep(5)
-    else:
-        pytest.fail("dan's idle server was not culled on JupyterHub 6.1.1 within 240 s")
+    # The env keeps servers 15 minutes (they outlive the upgrade's image builds): the culler
+    # is redeployed with 60 s for this test (only its container changes).
+    quick = tmp_path / "cull-60.env"
+    quick.write_text(ENV_61.read_text().replace("CULL_TIMEOUT=900", "CULL_TIMEOUT=60"))
+    assert run("invoke", "hub.deploy", env_file=quick).returncode == 0
+    try:
+        dan = student("dan")
+        dan.login()
+        deadline = time.monotonic() + 240  # CULL_TIMEOUT=60, CULL_EVERY=15
+        while time.monotonic() < deadline:
+            if not dan.api("GET", "/users/dan").json().get("servers"):
+                break
+            time.sleep(5)
+        else:
+            pytest.fail("dan's idle server was not culled on JupyterHub 6.1.1 within 240 s")
+    finally:
+        assert run("invoke", "hub.deploy", env_file=ENV_61).returncode == 0
 
 
 def test_a_full_cluster_is_a_refusal_on_the_new_hub(
