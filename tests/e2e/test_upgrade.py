@@ -402,6 +402,19 @@ def test_a_second_upgrade_changes_nothing_nor_does_hub_deploy(old_hub: dict[str,
     assert hub_stack_ids() == before
 
 
+def test_a_fresh_hub_deploys_6_1_1(old_hub: dict[str, object]) -> None:
+    # A hub deployed from nothing (its stack and database removed) by cluster.all: 6.1.1.
+    on_hub(
+        "cd /srv/swarmhub && sudo docker compose down && sudo sh -c 'rm -f /srv/swarmhub/data/*' "
+        "&& sudo rm -rf /srv/swarmhub/upgrade"
+    )
+    result = run("invoke", "cluster.all", env_file=ENV_61, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert version_through_proxy() == "6.1.1"
+    status = run("invoke", "status", env_file=ENV_61)
+    assert status.returncode == 0 and "JupyterHub 6.1.1" in status.stdout, status.stdout
+
+
 @pytest.mark.last
 def test_the_sandbox_goes_down(old_hub: dict[str, object]) -> None:
     result = run("invoke", "sandbox.down", env_file=ENV_61)
