@@ -36,6 +36,11 @@ _HOSTNAME = re.compile(
 ROLES = ("hub", "node", "proxy", "storage")
 AUTHENTICATORS = ("dummy", "native", "github", "google", "oidc")
 OAUTH_AUTHENTICATORS = ("github", "google", "oidc")
+# The JupyterHub series swarmhub has lock sets for (images/, images/jupyterhub-<series>/): the
+# newest is the default; an older one keeps a course on it (a major upgrade mid-term is its
+# staff's choice, made with `invoke hub.upgrade`).
+JUPYTERHUB_SERIES = ("6.1", "5.5")
+DEFAULT_SERIES = JUPYTERHUB_SERIES[0]
 # Roles that one host may hold together. User servers never run on the hub, and the
 # public proxy is not a place for students' kernels. The storage of home directories is the
 # hub by default, or a host of its own (never a node, never the public proxy alone).
@@ -328,6 +333,13 @@ SCHEMA: dict[str, Key] = {
     ),
     "CULL_TIMEOUT": Key(_positive_int, "3600", "seconds of inactivity before a server stops"),
     "CULL_EVERY": Key(_positive_int, "300", "seconds between the culler's checks"),
+    # JupyterHub's release series (a major upgrade is `invoke hub.upgrade`)
+    "JUPYTERHUB_SERIES": Key(
+        _choice(*JUPYTERHUB_SERIES), DEFAULT_SERIES, "JupyterHub series of the images: 6.1 or 5.5"
+    ),
+    "UPGRADE_RESTART_SERVERS": Key(
+        _choice("yes", "no"), "no", "hub.upgrade: stop old-major servers (yes) or keep them"
+    ),
     # Images
     "IMAGE_SOURCE": Key(_choice("build", "pull"), "build", "build images on the hub, or pull"),
     "IMAGE_BASE": Key(_text, "debootstrap", "base of built images: debootstrap or an image"),

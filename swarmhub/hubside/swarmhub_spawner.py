@@ -18,6 +18,29 @@ from dockerspawner import SwarmSpawner
 from jupyterhub.spawner import Spawner
 from tornado.httpclient import AsyncHTTPClient
 
+try:
+    # JupyterHub 6: a spawn refused on purpose (the cluster is full) is a `failure` with a
+    # reason in the spawn metrics, logged without a traceback, not an `error`.
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5 (JUPYTERHUB_SERIES=5.5): upstream's fallback, upgrading-v6.md
+    from tornado.web import HTTPError
+
+    class SpawnException(HTTPError):  # type: ignore[no-redef]
+        def __init__(
+            self,
+            message: str,
+            *,
+            reason: str,
+            log_message: str = "",
+            message_html: str = "",
+            status_code: int = 400,
+        ) -> None:
+            self.jupyterhub_message = message
+            if message_html:
+                self.jupyterhub_html_message = message_html
+            super().__init__(status_code, log_message or message, reason=reason)
+
+
 # Without SPAWN_CONCURRENCY: this many starts at once for each node taking servers. A start
 # is CPU-bound on its node; on the 2-core sandbox, 2 a node gave the fastest login storm.
 STARTS_PER_NODE = 2
@@ -117,13 +140,48 @@ class SpawnQueue:
         self.set_limit(STARTS_PER_NODE * len(taking))
 
 
-class ClusterFull(RuntimeError):
-    """No node has room for the server: JupyterHub shows `jupyterhub_message` to the student."""
+class Refused(SpawnException):
+    """A spawn swarmhub refuses on purpose, with the reason the spawn metrics count it under
+    (`status="failure"`, JupyterHub 6) and the message the student sees at once."""
 
-    jupyterhub_message = (
-        "The cluster is full right now: no node has room for another server. "
-        "Please try again in a few minutes, or tell your course staff."
-    )
+    def __init__(self, message: str, *, reason: str, detail: str) -> None:
+        # 503: the cluster cannot take the server now; trying later may work.
+        super().__init__(message, reason=reason, log_message=detail, status_code=503)
+        # What JupyterHub shows the student, on the spawn page as on the progress page.
+        self.jupyterhub_message = message
+
+
+class ClusterFull(Refused):
+    """No node has room for the server (the swarm says: insufficient resources)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "The cluster is full right now: no node has room for another server. "
+            "Please try again in a few minutes, or tell your course staff.",
+            reason="cluster_full",
+            detail=f"cluster full: {detail}",
+        )
+
+
+class NoNodeTakesServers(Refused):
+    """No node takes new servers (all drained or paused, or none has joined the swarm)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "No node takes new servers right now (the cluster is being maintained). "
+            "Please try again in a few minutes, or tell your course staff.",
+            reason="no_node",
+            detail=f"no node takes servers: {detail}",
+        )
+
+
+def refusal(task_error: str) -> Refused | None:
+    """The refusal a swarm task's scheduling error means, if it is one."""
+    if "insufficient resources" in task_error:
+        return ClusterFull(task_error)
+    if "no suitable node" in task_error and "not available for new tasks" in task_error:
+        return NoNodeTakesServers(task_error)
+    return None
 
 
 class CourseSwarmSpawner(SwarmSpawner):
@@ -162,8 +220,9 @@ class CourseSwarmSpawner(SwarmSpawner):
             task = await self.get_task()
             status = (task or {}).get("Status", {})
             state = status.get("State", "").lower()
-            if "insufficient resources" in status.get("Err", ""):
-                raise ClusterFull(f"cluster full: {status['Err']}")
+            refused = refusal(status.get("Err", ""))
+            if refused is not None:
+                raise refused
             if state not in STARTING_STATES:
                 break
             await asyncio.sleep(1)

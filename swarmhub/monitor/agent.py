@@ -85,6 +85,9 @@ SPAWN_FAILED = re.compile(
     r"|error starting server (?P<handler>[^\s:]+)",
     re.I,
 )
+# JupyterHub 6's words for a spawn refused on purpose (a SpawnException: the cluster is full,
+# no node takes servers): a refusal, counted as status="failure" by its metrics, not an error.
+SPAWN_REFUSED = re.compile(r"Not starting (?P<user>[^\s']+)'s server")
 KERNEL_DIED = re.compile(
     r"KernelRestarter: restarting kernel|kernel \S+ (?:died|restarted)|"
     r"restarter.*(?:died|restart failed)",
@@ -105,6 +108,11 @@ class Alert:
 def alert_for_line(line: Line, host: str) -> Alert | None:
     """The alert a single log line raises, if any (5xx bursts are counted elsewhere)."""
     if line.app == "jupyterhub":
+        refused = SPAWN_REFUSED.search(line.text)
+        if refused:
+            user = refused.group("user")
+            reason = line.text.split("]", 1)[-1].strip()[:300]
+            return Alert("spawn-refused", user, f"{user}'s server was refused: {reason}")
         match = SPAWN_FAILED.search(line.text)
         if match:
             user = next(name for name in match.groups() if name)

@@ -26,6 +26,7 @@ CONTAINER_FORMAT = (
     "{{.Name}}|{{.State.Status}}|{{.State.StartedAt}}|{{.RestartCount}}|{{.State.ExitCode}}"
 )
 TASK_FORMAT = "{{.Name}}|{{.Node}}|{{.CurrentState}}"
+SERVICE_IMAGE_FORMAT = "{{.Name}}|{{.Image}}"
 
 
 SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -123,6 +124,12 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
         sections["registry"] = f"systemctl is-active {REGISTRY_UNIT}"
         sections["hub_api"] = hub_api_command(f"{HUB_API}/")
         sections["tasks"] = user_tasks_command()
+        # Servers started before a major upgrade of the hub run its old user image.
+        sections["service_images"] = (
+            f"docker service ls --filter name={USER_SERVICE_PREFIX} "
+            f"--format '{SERVICE_IMAGE_FORMAT}'"
+        )
+        sections["upgrade"] = f"cat {settings.hub_dir}/upgrade/last.json 2>/dev/null; true"
         sections["users"] = users_command(settings)
     if "proxy" in roles:
         sections["nginx"] = "systemctl is-active nginx"

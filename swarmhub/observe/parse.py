@@ -295,3 +295,42 @@ def parse_cert_enddate(text: str) -> datetime:
     except ValueError:
         raise ParseError(f"certificate: {first_line(text)}") from None
     return moment.replace(tzinfo=UTC)
+
+
+def parse_hub_version(body: str) -> str:
+    """The version of ``GET /hub/api/`` (``{"version": "6.1.1"}``); '' when unreadable."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return ""
+    return str(found.get("version", "")) if isinstance(found, dict) else ""
+
+
+def parse_service_images(text: str) -> dict[str, str]:
+    """``docker service ls --format '{{.Name}}|{{.Image}}'``: service -> image, no digest."""
+    found = {}
+    for line in text.splitlines():
+        name, _, image = line.strip().partition("|")
+        if name.startswith(USER_SERVICE_PREFIX) and image:
+            found[name] = image.split("@", 1)[0]
+    return found
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """What the last hub.upgrade did (HUB_DIR/upgrade/last.json on the hub)."""
+
+    before: str  # "5.5.4"
+    after: str  # "6.1.1"
+    user_image_before: str
+
+
+def parse_upgrade(text: str) -> Upgrade | None:
+    """The last upgrade, or None (never upgraded, or unreadable)."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or not found.get("user_image_before"):
+        return None
+    return Upgrade(str(found.get("from", "")), str(found.get("to", "")), found["user_image_before"])

@@ -19,6 +19,7 @@ from swarmhub.observe.parse import (
     OomKills,
     ServiceTask,
     SwarmNode,
+    Upgrade,
     UserServer,
 )
 from swarmhub.output import table
@@ -274,13 +275,29 @@ def unit_row(name: str, state: str) -> Row:
     return row
 
 
-def hub_api_row(code: int | None, error: str = "") -> Row:
-    """The hub's REST API through chp on the hub (GET /hub/api/)."""
+def hub_api_row(code: int | None, error: str = "", version: str = "") -> Row:
+    """The hub's REST API through chp on the hub (GET /hub/api/), and the JupyterHub version
+    it reports."""
     state = f"HTTP {code}" if code is not None else "no answer"
-    row = Row("hub api", {"state": state, "uptime_seconds": None, "restarts": None})
+    values = {"state": state, "uptime_seconds": None, "restarts": None, "version": version}
+    row = Row("hub api", values, note=f"JupyterHub {version}" if version else "")
     if code != 200:
         row.problem = f"hub API: {state}" + (f" ({error})" if error else "")
     return row
+
+
+def flag_old_servers(rows: list[Row], images: dict[str, str], upgrade: Upgrade | None) -> None:
+    """Note the servers started before the last major upgrade (still on its old user image):
+    they work, and get the new version when they start again."""
+    if upgrade is None:
+        return
+    for row in rows:
+        if images.get(row.values.get("service", "")) == upgrade.user_image_before:
+            flag = (
+                f"JupyterHub {upgrade.before} server, started before the upgrade to "
+                f"{upgrade.after}: it gets {upgrade.after} when it starts again"
+            )
+            row.note = f"{row.note}; {flag}" if row.note else flag
 
 
 def proxy_section() -> Section:

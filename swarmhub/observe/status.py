@@ -146,7 +146,8 @@ def hub_sections(
         report.unit_row(commands.REGISTRY_UNIT, found.get("registry", "").strip() or "unknown")
     )
     body, code = parse.split_http_code(found.get("hub_api", ""))
-    stack.rows.append(report.hub_api_row(code, "" if code else parse.first_line(body)))
+    version = parse.parse_hub_version(body) if code == 200 else ""
+    stack.rows.append(report.hub_api_row(code, "" if code else parse.first_line(body), version))
 
     body, code = parse.split_http_code(found.get("users", ""))
     try:
@@ -157,9 +158,13 @@ def hub_sections(
         users, following = parse.parse_users_page(body)
         if following is not None and hub is not None:
             users += more_users(hub, settings, following)
-        servers.rows += report.server_rows(
-            users, tasks, now, commands.user_service, _user_of_service, oom
+        rows = report.server_rows(users, tasks, now, commands.user_service, _user_of_service, oom)
+        report.flag_old_servers(
+            rows,
+            parse.parse_service_images(found.get("service_images", "")),
+            parse.parse_upgrade(found.get("upgrade", "")),
         )
+        servers.rows += rows
     except parse.ParseError as error:
         servers.rows.append(report.unknown_row("user servers", str(error)))
     return swarm, stack, servers

@@ -9,6 +9,7 @@ configuration changed.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import SPAWNER_MODULE
@@ -20,7 +21,12 @@ from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differ
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import OAUTH_AUTHENTICATORS, Settings, names_in_file
-from swarmhub.steps.images import chp_ref, image_present, image_ref
+from swarmhub.steps.images import (
+    chp_ref,
+    image_present,
+    image_ref,
+    jupyterhub_version,
+)
 from swarmhub.templates import render
 
 CONTAINERS = ("chp", "jupyterhub", "cull")
@@ -36,6 +42,72 @@ SECRET_ENV_FILES = {
         "CULLER_API_TOKEN": "culler_token",
     },
 }
+
+
+# The JupyterHub version the hub runs, asked of the hub itself: its API through chp when it
+# answers (`{"version": "5.5.4"}`), else the package in the image of the jupyterhub container
+# (stopped, or not answering); nothing when there is no hub container.
+INSTALLED_VERSION = "from importlib.metadata import version; print(version('jupyterhub'))"
+HUB_VERSION_PROBE = (
+    f'v=$(curl -fsS -m 5 {HUB_API}/ 2>/dev/null) && {{ echo "api $v"; exit 0; }}; '
+    "img=$(docker inspect --format '{{.Image}}' jupyterhub 2>/dev/null) || "
+    "{ echo none; exit 0; }; "
+    f'echo "image $(docker run --rm --network none --entrypoint python3 "$img" '
+    f'-c "{INSTALLED_VERSION}" 2>&1 | tail -n 1)"'
+)
+
+
+def parse_hub_version(output: str) -> str | None:
+    """HUB_VERSION_PROBE's answer: the version ("5.5.4"), or None when no hub is deployed."""
+    kind, _, value = output.strip().partition(" ")
+    if kind == "api":
+        try:
+            version = json.loads(value).get("version", "")
+        except (ValueError, AttributeError):
+            version = ""
+    elif kind == "image":
+        version = value.strip()
+    else:
+        return None
+    if not version[:1].isdigit():
+        raise SwarmhubError(f"the hub's JupyterHub version is unreadable: {output.strip()[:120]}")
+    return version
+
+
+def running_hub_version(hub: HostView) -> str | None:
+    """The JupyterHub version the hub runs (None: no hub deployed yet)."""
+    return parse_hub_version(hub.probe(HUB_VERSION_PROBE).stdout)
+
+
+def major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def series_of(version: str) -> str:
+    """The series a version belongs to ("5.5.4" -> "5.5")."""
+    return ".".join(version.split(".")[:2])
+
+
+def refuse_major_change(settings: Settings, hub: str, running: str | None) -> str:
+    """hub.deploy changes JupyterHub within its major version only: one line to the upgrade
+    (or, for a downgrade, to the copy of the database) otherwise; the version wanted."""
+    wanted = jupyterhub_version(settings)
+    if running is None or major(running) == major(wanted):
+        return wanted
+    series = settings.jupyterhub_series
+    if major(running) < major(wanted):
+        raise SwarmhubError(
+            f"{hub}: the hub runs JupyterHub {running} and JUPYTERHUB_SERIES={series} is "
+            f"JupyterHub {wanted}, a major upgrade that migrates the hub's database: hub.deploy "
+            f"does not make it; run `invoke hub.upgrade --plan`, then `invoke hub.upgrade` "
+            f"(docs/upgrading.md), or set JUPYTERHUB_SERIES={series_of(running)} to stay"
+        )
+    raise SwarmhubError(
+        f"{hub}: the hub runs JupyterHub {running} and JUPYTERHUB_SERIES={series} is "
+        f"JupyterHub {wanted}, an older major: its database cannot go back (no downgrade); "
+        f"set JUPYTERHUB_SERIES={series_of(running)}, or restore the copy hub.upgrade made "
+        "(docs/upgrading.md, rolling back)"
+    )
 
 
 def hub_settings_env(settings: Settings) -> str:
@@ -203,6 +275,11 @@ def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tupl
 
 def apply(ctx: StepContext, hub: HostView) -> Steps:
     settings = ctx.settings
+    # First of all: a major version change is hub.upgrade's, never this step's.
+    running = running_hub_version(hub)
+    wanted = refuse_major_change(settings, hub.name, running)
+    if running is not None:
+        yield Ok(f"JupyterHub {running} (JUPYTERHUB_SERIES={settings.jupyterhub_series}: {wanted})")
     directory = settings.hub_dir
     secrets_dir = f"{directory}/secrets"
     changed = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from pathlib import Path
 
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
@@ -15,7 +16,7 @@ from swarmhub.runbook.converge import build_once_command, debootstrap_base_comma
 from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.settings import DEFAULT_SERIES, JUPYTERHUB_SERIES, PROJECT_ROOT, Settings
 from swarmhub.steps.docker_engine import registry_address
 from swarmhub.templates import serialize
 
@@ -48,14 +49,58 @@ def extra_ca_pem(settings: Settings) -> str:
     return "".join(split_pem_bundle(settings.extra_ca_bundle.read_text()))
 
 
-def context_files(name: str) -> dict[str, bytes]:
-    """The build context of an image as shipped in images/<name>/ (without the CA file)."""
+def series_folder(series: str) -> Path | None:
+    """Where the locks of an older JupyterHub series live (images/jupyterhub-<series>/, laid
+    out as images/ is), or None for the default series (images/hub and images/user)."""
+    if series not in JUPYTERHUB_SERIES:
+        raise SwarmhubError(
+            f"JUPYTERHUB_SERIES={series}: swarmhub has locks for {', '.join(JUPYTERHUB_SERIES)}"
+        )
+    return None if series == DEFAULT_SERIES else IMAGES_DIR / f"jupyterhub-{series}"
+
+
+def context_files(name: str, series: str = DEFAULT_SERIES) -> dict[str, bytes]:
+    """The build context of an image as shipped in images/<name>/ (without the CA file), with
+    the lock files of ``series`` in place of the default series' ones.
+
+    Only files of images/<name>/ are replaced, in their order: an older series' context is
+    byte for byte the one it had as the default, so a course that stays on it keeps its
+    images (their tags are digests of the context)."""
     folder = IMAGES_DIR / name
-    return {
+    overlay = series_folder(series)
+    files = {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "extra-ca.pem"
     }
+    if overlay is not None:
+        for path in sorted((overlay / name).rglob("*")):
+            relative = str(path.relative_to(overlay / name))
+            if path.is_file():
+                if relative not in files:
+                    raise SwarmhubError(f"{path}: images/{name}/{relative} does not exist")
+                files[relative] = path.read_bytes()
+    return files
+
+
+def locked_version(package: str, series: str = DEFAULT_SERIES, image: str = "hub") -> str:
+    """The version of ``package`` that ``series`` locks in the ``image`` image."""
+    lock = context_files(image, series)["requirements.txt"].decode()
+    for line in lock.splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package.lower():
+            return version.strip()
+    raise SwarmhubError(f"images/{image}: no {package} in the lock of JupyterHub {series}")
+
+
+def jupyterhub_version_of(series: str) -> str:
+    """The JupyterHub version a series deploys (its hub image's lock)."""
+    return locked_version("jupyterhub", series)
+
+
+def jupyterhub_version(settings: Settings) -> str:
+    """The JupyterHub version the env file's series deploys."""
+    return jupyterhub_version_of(settings.jupyterhub_series)
 
 
 def base_image(settings: Settings) -> str:
@@ -74,7 +119,7 @@ def build_digest(settings: Settings, files: dict[str, bytes]) -> str:
 
 def image_tag(settings: Settings, name: str) -> str:
     """A tag that changes when anything the image is built from changes."""
-    return build_digest(settings, context_files(name))
+    return build_digest(settings, context_files(name, settings.jupyterhub_series))
 
 
 def image_ref(settings: Settings, name: str) -> str:
@@ -93,7 +138,8 @@ def chp_ref(settings: Settings) -> str:
     """
     if settings.image_source == "pull":
         return settings.hub_image
-    chp_files = {n: c for n, c in context_files("hub").items() if n.startswith("chp/")}
+    hub_files = context_files("hub", settings.jupyterhub_series)
+    chp_files = {n: c for n, c in hub_files.items() if n.startswith("chp/")}
     return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
 
 
@@ -175,7 +221,10 @@ def ensure_images_built(ctx: StepContext, hub: HostView) -> Steps:
     builds, files = [], []
     for name, ref in missing:
         context = build_context(settings, name, image_tag(settings, name))
-        context_with_ca = {**context_files(name), "extra-ca.pem": extra_ca_pem(settings).encode()}
+        context_with_ca = {
+            **context_files(name, settings.jupyterhub_series),
+            "extra-ca.pem": extra_ca_pem(settings).encode(),
+        }
         files += [FileWrite.of(f"{context}/{f}", c) for f, c in context_with_ca.items()]
         builds.append((ref, base_image(settings), context))
     names = " and ".join(name for name, _ in missing)

@@ -21,6 +21,7 @@ from swarmhub.steps import (
     provision,
     proxy,
     swarm,
+    upgrade,
 )
 
 RUNBOOK: tuple[Step, ...] = (
@@ -48,6 +49,12 @@ GROUPS: dict[str, tuple[Step, ...]] = {
     "images.distribute": (images.SERVE, images.PULL),
 }
 
+# Tasks that cluster.all does not run: a major upgrade of JupyterHub (hub.deploy refuses one)
+# builds and distributes the new series' images first, then upgrades the hub.
+OPERATIONS: dict[str, tuple[Step, ...]] = {
+    "hub.upgrade": (images.BUILD, images.SERVE, images.PULL, upgrade.STEP),
+}
+
 # What each task does, for `--help` (one line first, as a runbook paragraph reads).
 HELP: dict[str, str] = {
     "provision": (
@@ -71,6 +78,13 @@ HELP: dict[str, str] = {
     "images.pull": "Pull the user image on every node.",
     "images.distribute": "Serve the user image from the hub's registry and pull it on every node.",
     "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
+    "hub.upgrade": (
+        "Upgrade JupyterHub to a new major: copy the database, migrate it, start the new hub.\n\n"
+        "Builds the series' images and pulls the user image on every node first; the hub's "
+        "database is copied to jupyterhub.sqlite.pre-<version>-<time> beside it before "
+        "`jupyterhub upgrade-db`; a failed migration puts the copy back and starts the old "
+        "version again. Running servers keep running (UPGRADE_RESTART_SERVERS)."
+    ),
     "backup.setup": "Install the backup script and its systemd timer (BACKUP_SCHEDULE) on the hub.",
     "proxy.configure": (
         "Configure nginx on the proxy: TLS, HTTP to HTTPS, websockets, forwarding to the hub."
@@ -83,7 +97,15 @@ HELP: dict[str, str] = {
 
 def tasks() -> dict[str, tuple[Step, ...]]:
     """Every runbook task and its steps: one a step, then the groups."""
-    return {step.name: (step,) for step in RUNBOOK} | GROUPS
+    return {step.name: (step,) for step in RUNBOOK} | GROUPS | OPERATIONS
+
+
+def all_steps() -> tuple[Step, ...]:
+    """Every registered step: the runbook's, and those only operations run."""
+    steps = list(RUNBOOK)
+    for group in OPERATIONS.values():
+        steps += [step for step in group if step not in steps]
+    return tuple(steps)
 
 
 def table_rows() -> list[str]:

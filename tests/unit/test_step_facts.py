@@ -30,7 +30,7 @@ from tests.unit.fakehost import (
     run_step,
 )
 
-STEPS = {step.name: step for step in registry.RUNBOOK}
+STEPS = {step.name: step for step in registry.all_steps()}
 FIXTURES = sorted(FACTS_DIR.glob("*/*.json"))
 
 
