@@ -252,8 +252,9 @@ def build(ctx: StepContext, hub: HostView) -> Steps:
 def registry_has(hub: HostView, ref: str) -> bool:
     repository, _, tag = ref.split("/", 1)[1].rpartition(":")
     port = ref.split("/", 1)[0].rsplit(":", 1)[1]
-    out = hub.probe(f"curl -fsS http://127.0.0.1:{port}/v2/{repository}/tags/list", sudo=False)
-    return out.ok and f'"{tag}"' in out.stdout
+    # The tag is looked for on the hub: the answer is the exit code, whatever else is listed.
+    tags = f"curl -fsS http://127.0.0.1:{port}/v2/{repository}/tags/list"
+    return hub.probe(f"{tags} | grep -qF {shlex.quote(chr(34) + tag + chr(34))}", sudo=False).ok
 
 
 def serve(ctx: StepContext, hub: HostView) -> Steps:
