@@ -61,6 +61,11 @@ class Change:
     then: tuple[Wait, ...] = ()
     host: str = ""
     restarts: str = ""
+    # Its commands follow up its files (a reload, a restart) in a way the next run's probes
+    # cannot see: the session records them on the host until they ran, so that a run cut
+    # short between the files and the commands still runs them next time. False where the
+    # result is a fact of its own (an image built, a commit published).
+    follow_up: bool = True
 
     def __post_init__(self) -> None:
         # Accept lists for convenience; keep the dataclass hashable and immutable.

@@ -337,11 +337,18 @@ class Session:
         """The follow-ups a run cut short owes on ``host`` for ``step`` (first in the step)."""
         owed = [record for record in host.pending if record.get("step") == step.name]
         host.pending = [record for record in host.pending if record not in owed]
+        # Run once, whatever it answers: the record goes with it, so that a follow-up that
+        # fails (its cause fixed since, or not) is never replayed forever; the step after it
+        # decides again from the facts.
         return [
             Change(
                 f"finished what a run cut short left undone: {record['message']}",
-                [*record["commands"], f"rm -f {PENDING_DIR}/{record['id']}.json"],
+                [
+                    f"( {' && '.join(record['commands'])} ); status=$?; "
+                    f"rm -f {PENDING_DIR}/{record['id']}.json; exit $status"
+                ],
                 restarts=record.get("restarts", ""),
+                follow_up=False,
             )
             for record in owed
         ]
@@ -379,13 +386,13 @@ class Session:
 
     def apply_change(self, target: Host, change: Change, context: StepContext) -> list[str]:
         """Write the change's files, run its commands, then wait for what follows it."""
-        owed = pending_record(change, context.step) if change.files else None
-        if owed is not None and change.commands:
+        owed = pending_record(change, context.step) if owes(change) else None
+        if owed is not None:
             target.run(mark_pending_command(owed))
         for file in change.files:
             target.write(file)
         outputs = [target.run(command).stdout for command in change.commands]
-        if owed is not None and change.commands:
+        if owed is not None:
             target.run(f"rm -f {PENDING_DIR}/{owed['id']}.json")
         for wait in change.then:
             self.wait(target, wait, context)
@@ -467,6 +474,11 @@ def _after(first: list[Change], body: Steps) -> Steps:
     for change in first:  # noqa: UP028 (their outcomes are not the body's)
         yield change
     return (yield from body)
+
+
+def owes(change: Change) -> bool:
+    """A change whose commands are owed once its files are written (see Change.follow_up)."""
+    return bool(change.follow_up and change.files and change.commands)
 
 
 def pending_record(change: Change, step: str) -> dict[str, Any]:

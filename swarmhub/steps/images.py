@@ -187,6 +187,7 @@ def ensure_images_built(ctx: StepContext, hub: HostView) -> Steps:
         f"({', '.join(ref.rsplit(':', 1)[-1] for _, ref in missing)})",
         [parallel_build_command(builds), f"rm -rf {' '.join(c for _, _, c in builds)}"],
         files=files,
+        follow_up=False,  # the image is the fact: a build cut short leaves none
     )
 
 

@@ -24,6 +24,7 @@ from swarmhub.runbook.session import (
     Step,
     StepContext,
     mark_pending_command,
+    owes,
     pending_record,
 )
 from swarmhub.settings import Settings
@@ -150,8 +151,7 @@ def expected_execution(run: Run) -> list[tuple[str, str, str]]:
             wanted[hub].append(
                 ("run", f"docker node update --availability pause {host} >/dev/null")
             )
-        owed = bool(change.files and change.commands)
-        record = pending_record(change, run.step) if owed else None
+        record = pending_record(change, run.step) if owes(change) else None
         if record:
             wanted[host].append(("run", normalize(mark_pending_command(record))))
         wanted[host] += [("write", f.path) for f in change.files]
