@@ -50,6 +50,17 @@ STATE_DIR = (ROOT / SETTINGS.sandbox_dir).resolve()
 CERT_FILE = ROOT / "test-artifacts" / f"{PROXY}-cert.pem"
 
 
+def env_with(cluster: Path, tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
+    """``cluster``'s env file with each (old, new) replaced, old required, saved as ``name``."""
+    text = cluster.read_text()
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
 def on_hub(sandbox: Path, command: str) -> str:
     result = run("fab", "-H", HUB, "--", command, env_file=sandbox)
     assert result.returncode == 0, result.stderr

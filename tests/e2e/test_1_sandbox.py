@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from swarmhub import settings
+from swarmhub.sandbox.base_image import rootfs_tag, vm_tag
 from tests.cli import ROOT, docker, run
 from tests.e2e.conftest import VMS, container_ids
 
@@ -133,20 +135,35 @@ def test_a_taken_address_range_is_one_clear_line(tmp_path: Path, sandbox: Path) 
     assert not docker("ps", "-aq", "--filter", "label=io.swarmhub.sandbox=swarmhub-clash")
 
 
-def test_a_vm_that_does_not_come_up_in_time_shows_its_last_log_lines(tmp_path: Path) -> None:
+def test_a_vm_that_does_not_come_up_in_time_shows_its_last_log_lines(
+    tmp_path: Path, sandbox: Path
+) -> None:
+    # A VM whose sshd cannot start never comes up, however fast the machine: a short timeout
+    # alone raced a fast boot (a CI machine booted the VMs within the second).
+    broken = f"swarmhub/sandbox-rootfs:no-sshd-{uuid.uuid4().hex[:8]}"
+    context = tmp_path / "broken"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f"FROM {rootfs_tag('trixie')}\n"
+        "RUN mkdir -p /etc/systemd/system/ssh.service.d && printf "
+        "'[Service]\\nExecStartPre=/bin/false\\n' > /etc/systemd/system/ssh.service.d/broken.conf\n"
+    )
+    docker("build", "--quiet", "--tag", broken, str(context))
     env_file = tmp_path / "slow.env"
     env_file.write_text(
         "HUB_HOST=slow-hub\nNODE_HOSTS=slow-node-1\nPROXY_HOST=slow-hub\n"
         "SANDBOX_NAME=swarmhub-slow\nSANDBOX_SUBNET=10.233.0.0/24\n"
-        f"SANDBOX_DIR={tmp_path / 'state'}\nSANDBOX_BOOT_TIMEOUT=1\n"
+        f"SANDBOX_DIR={tmp_path / 'state'}\nSANDBOX_BOOT_TIMEOUT=3\n"
+        f"SANDBOX_BASE_IMAGE={broken}\n"
     )
     try:
         result = run("invoke", "sandbox.up", env_file=env_file)
         assert result.returncode != 0
-        assert "did not come up within 1 s" in result.stderr
+        assert "did not come up within 3 s" in result.stderr
         assert "its last log lines:" in result.stderr
     finally:
         assert run("invoke", "sandbox.down", env_file=env_file).returncode == 0
+        docker("rmi", "--force", vm_tag(settings.load(str(env_file))), broken)
 
 
 @pytest.mark.last

@@ -22,6 +22,7 @@ from tests.cli import BIN, ROOT, run
 from tests.e2e.conftest import (
     SETTINGS,
     cut_short,
+    env_with,
     hub_container_ids,
     node_of,
     on_hub,
@@ -30,15 +31,6 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def env_with(cluster: Path, tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
-    text = cluster.read_text()
-    for old, new in replacements:
-        text = text.replace(old, new) if old in text else text + new + "\n"
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def running_task(cluster: Path, user: str) -> str:

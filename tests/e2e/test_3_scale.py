@@ -13,19 +13,9 @@ from swarmhub import settings as env_settings
 from swarmhub.sandbox.plan import plan_vms
 from swarmhub.student import KernelDied, Student, StudentError
 from tests.cli import run
-from tests.e2e.conftest import hub_container_ids, node_of, on_hub, recap, student
+from tests.e2e.conftest import env_with, hub_container_ids, node_of, on_hub, recap, student
 
 pytestmark = pytest.mark.e2e
-
-
-def env_with(cluster: Path, tmp_path: Path, name: str, *replacements: tuple[str, str]) -> Path:
-    text = cluster.read_text()
-    for old, new in replacements:
-        assert old in text
-        text = text.replace(old, new)
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def availability(cluster: Path) -> dict[str, str]:
