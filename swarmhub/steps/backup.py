@@ -18,15 +18,12 @@ whose password differs from the provisioner's is refused, never overwritten.
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from swarmhub import ssh
+from swarmhub.backup_secrets import local_secrets
 from swarmhub.errors import SwarmhubError
 from swarmhub.names import escape_user
 from swarmhub.runbook.change import Change, FileWrite, Note, Ok, Steps
@@ -40,7 +37,7 @@ from swarmhub.runbook.ensure import (
 )
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.settings import Settings
 from swarmhub.steps.homes import known_hosts_line
 from swarmhub.steps.hub import hub_answers
 from swarmhub.steps.swarm import host_addresses
@@ -91,43 +88,6 @@ def render_script(settings: Settings) -> str:
         keep_daily=settings.backup_keep_daily,
         keep_weekly=settings.backup_keep_weekly,
         limit_upload=f"--limit-upload {limit} " if limit else "",
-    )
-
-
-# --- the secrets kept on the provisioner ---
-
-
-@dataclass(frozen=True)
-class LocalSecrets:
-    """The repository's password and the SFTP key pair, as the provisioner keeps them."""
-
-    directory: Path
-    password: str
-    private_key: str
-    public_key: str
-
-
-def secrets_dir(settings: Settings) -> Path:
-    """Where the provisioner keeps the backup secrets of this env file (never committed)."""
-    return PROJECT_ROOT / ".swarmhub" / Path(settings.source).stem
-
-
-def local_secrets(settings: Settings) -> LocalSecrets:
-    """The provisioner's copy of the backup secrets, made (0600) the first time."""
-    directory = secrets_dir(settings)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    password_file = directory / "restic-password"
-    if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
-    key_file = directory / "backup-sftp-key"
-    ssh.ensure_keypair(key_file, comment=f"swarmhub backups of {settings.hub_host}")
-    return LocalSecrets(
-        directory=directory,
-        password=password_file.read_text(),
-        private_key=key_file.read_text(),
-        public_key=key_file.with_name(key_file.name + ".pub").read_text().strip(),
     )
 
 

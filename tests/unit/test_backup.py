@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmhub import settings
+from swarmhub import backup_secrets, settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.observe import health, parse, report
 from swarmhub.runbook.change import Change, Note, Ok
@@ -84,14 +84,14 @@ def test_the_backup_hosts_key_runs_sftp_only_from_the_hub() -> None:
 def test_the_provisioners_secrets_are_made_once_0600(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backup, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(backup_secrets, "PROJECT_ROOT", tmp_path)
     loaded = load(tmp_path, TARGET)
-    first = backup.local_secrets(loaded)
+    first = backup_secrets.local_secrets(loaded)
     assert first.directory == tmp_path / ".swarmhub" / "course"
     for name in ("restic-password", "backup-sftp-key"):
         assert stat.S_IMODE((first.directory / name).stat().st_mode) == 0o600
     assert len(first.password.strip()) >= 40 and first.public_key.startswith("ssh-ed25519 ")
-    assert backup.local_secrets(loaded) == first
+    assert backup_secrets.local_secrets(loaded) == first
 
 
 def test_a_hub_password_that_differs_is_refused_never_overwritten() -> None:
