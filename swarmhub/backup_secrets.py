@@ -6,8 +6,8 @@ without the password: this copy (and one offline) is what recovers a lost hub.
 
 from __future__ import annotations
 
+import base64
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,13 @@ def local_secrets(settings: Settings) -> LocalSecrets:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     password_file = directory / "restic-password"
     if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Not the `secrets` module: invoke puts tasks/ (which has a secrets.py) on sys.path.
+        password = base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+        new = password_file.with_name(password_file.name + ".new")
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32) + "\n")
+            out.write(password + "\n")
+        new.rename(password_file)  # never an empty password file that looks made
     key_file = directory / "backup-sftp-key"
     ssh.ensure_keypair(key_file, comment=f"swarmhub backups of {settings.hub_host}")
     return LocalSecrets(

@@ -236,6 +236,19 @@ class CourseSwarmSpawner(SwarmSpawner):
     # Why the last server stopped when its node did (shown on the next spawn's page).
     node_lost = ""
 
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The server's address on the overlay network, read from its task, not its service
+        name: the hub's resolver (aiohttp with aiodns: c-ares caches an answer for its TTL,
+        600 s from Docker's DNS) would keep a restarted server's old address for minutes, and
+        a server started again (on another node, after its node died) would never answer."""
+        task = await self.get_task()
+        for attachment in (task or {}).get("NetworksAttachments") or []:
+            if attachment.get("Network", {}).get("Spec", {}).get("Name") != self.network_name:
+                continue
+            for address in attachment.get("Addresses") or []:
+                return address.split("/")[0], self.port
+        return await super().get_ip_and_port()
+
     async def poll(self) -> Any:
         """None while the server runs; its status once it stopped — also when the node it
         runs on is down: the swarm keeps saying such a task runs, but nothing answers there.

@@ -138,5 +138,5 @@ def test_health_names_an_unreachable_repository() -> None:
 def test_status_shows_the_backups_row() -> None:
     row = report.backup_row("ok: /var/backups/swarmhub/restic answers; no snapshot yet")
     assert row.ok and row.values["state"] == "ok" and "no snapshot yet" in row.note
-    failing = report.backup_row("the repository x does not open with the password in y")
+    failing = report.backup_row("the repository x refuses the password in y as a wrong password")
     assert not failing.ok and failing.problem.startswith("backups: the repository x")
