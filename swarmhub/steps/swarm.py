@@ -176,6 +176,16 @@ def join_command(token: str, address: str, *, leave_first: bool = False) -> str:
     return f"{leave}{join} || {{ {wait_active_command(JOIN_WAIT)}; }}"
 
 
+def member_of_this_swarm(ctx: StepContext, node: HostView) -> bool:
+    """The hub's swarm knows the node's swarm identity (not one of a swarm that is gone)."""
+    node_id = node.probe("docker info --format '{{.Swarm.NodeID}}'").stdout.strip()
+    known = ctx.remember(
+        "swarm_node_ids",
+        lambda: ctx.hub.probe("docker node ls --format '{{.ID}}' 2>/dev/null").stdout.split(),
+    )
+    return node_id in known
+
+
 def join(ctx: StepContext, node: HostView) -> Steps:
     state, _, managers = parse_swarm_state(node.probe(SWARM_STATE).stdout)
     address = hub_address(ctx)
@@ -185,8 +195,12 @@ def join(ctx: StepContext, node: HostView) -> Steps:
                 f"{node.name} is a member of another swarm (managers {', '.join(managers)}): "
                 "run `docker swarm leave --force` on it, then swarm.join"
             )
-        yield Ok("swarm member")
-        return
+        if ctx.changes_pending or member_of_this_swarm(ctx, node):
+            yield Ok("swarm member")
+            return
+        # A member of a swarm that is gone (the hub rebuilt at the same address, recover.hub):
+        # it leaves that one and joins this one.
+        state = "error"
     if state == "no-docker" and not ctx.changes_pending:
         raise SwarmhubError(f"{node.name}: Docker is not running: run docker.install first")
     hub = ctx.hub
