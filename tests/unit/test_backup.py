@@ -140,3 +140,44 @@ def test_status_shows_the_backups_row() -> None:
     assert row.ok and row.values["state"] == "ok" and "no snapshot yet" in row.note
     failing = report.backup_row("the repository x refuses the password in y as a wrong password")
     assert not failing.ok and failing.problem.startswith("backups: the repository x")
+
+
+def test_recovery_restores_before_the_hub_starts() -> None:
+    from swarmhub.steps import hub, recover
+
+    names = [step.name for step in recover.recovery_steps("20261126T013000Z")]
+    assert names[0] == "recover.check"
+    at = names.index("hub.deploy")
+    assert names[at - 3 : at] == ["backup.target", "backup.setup", "recover.restore"]
+    assert names.count("backup.setup") == 1 and names[-1] == "monitor.deploy"
+    assert hub.STEP.name == "hub.deploy"
+    assert recover.restore_all_command("20261126T013000Z").endswith(
+        "restore-all --at 20261126T013000Z"
+    )
+    with pytest.raises(SwarmhubError, match=r"see invoke backup\.list"):
+        recover.recovery_steps("yesterday")
+
+
+@pytest.mark.parametrize(
+    ("answer", "force", "refused"),
+    [
+        ("3 true\n", False, True),
+        ("3 true\n", True, False),
+        ("0 false\n", False, False),
+        ("3 false\n", False, False),
+    ],
+)
+def test_recover_refuses_a_hub_that_is_up_with_users(
+    tmp_path: Path, answer: str, force: bool, refused: bool
+) -> None:
+    from swarmhub.steps import recover
+
+    hub = answering("hub", ("hub", "storage"), {"select count(*) from users": answer}, {})
+    body = recover.check_step(force).apply(
+        type("Ctx", (), {"settings": load(tmp_path)})(), view_of(hub)
+    )
+    if refused:
+        with pytest.raises(SwarmhubError, match="is up with 3 user"):
+            declared(body)
+    else:
+        assert isinstance(declared(body)[0], Ok)
