@@ -126,7 +126,8 @@ def manage(ctx: StepContext, hub: HostView) -> Steps:
         raise SwarmhubError(f"{hub.name}: Docker is not running: run docker.install first")
     if state == "active" and is_manager:
         yield Ok("swarm manager active")
-        if hub.probe(HEARTBEAT_STATE).stdout.strip() == str(HEARTBEAT_NS):
+        # Docker prints the period as a duration (2s); older ones in nanoseconds.
+        if hub.probe(HEARTBEAT_STATE).stdout.strip() in (HEARTBEAT, str(HEARTBEAT_NS)):
             yield Ok(f"nodes report every {HEARTBEAT}")
         else:
             yield Change(
