@@ -37,7 +37,7 @@ from swarmhub.runbook.ensure import (
 )
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.settings import Settings
+from swarmhub.settings import PROJECT_ROOT, Settings
 from swarmhub.steps.homes import known_hosts_line
 from swarmhub.steps.hub import hub_answers
 from swarmhub.steps.swarm import host_addresses
@@ -155,6 +155,14 @@ def calendar_check_command(schedule: str) -> str:
 # --- the steps ---
 
 
+def shown(path: Path) -> str:
+    """A provisioner's path as the output shows it: inside the project, from its root."""
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def ensure_password(hub: HostView, password: str, where: Path) -> Steps:
     """The hub holds the provisioner's repository password; one that differs is refused: the
     repository opens with one password only, and overwriting it would lose every snapshot."""
@@ -164,15 +172,15 @@ def ensure_password(hub: HostView, password: str, where: Path) -> Steps:
         return
     if why == "content":
         raise SwarmhubError(
-            f"{hub.name}: {PASSWORD} differs from this machine's copy in {where}: the "
+            f"{hub.name}: {PASSWORD} differs from this machine's copy in {shown(where)}: the "
             "repository opens with one of them only: copy the right one over the other "
             "(sudo cat it there, 0600) and run backup.setup again"
         )
     yield Change(
-        f"wrote the repository password ({why}); this machine's copy: {where}",
+        f"wrote the repository password ({why}); this machine's copy: {shown(where)}",
         files=[FileWrite.of(PASSWORD, password, "0600")],
     )
-    yield Note(f"the repository password is kept in {where}: store a copy offline too")
+    yield Note(f"the repository password is kept in {shown(where)}: store a copy offline too")
 
 
 def apply(ctx: StepContext, hub: HostView) -> Steps:
