@@ -233,8 +233,9 @@ class CourseSwarmSpawner(SwarmSpawner):
     node_states: ClassVar[NodeStates] = NodeStates()
     queue_ticket: asyncio.Future[None] | None = None
     phase = "requested"
-    # Why the last server stopped when its node did (shown on the next spawn's page).
-    node_lost = ""
+    # Why a user's last server stopped when its node did, by user name, shown on the next
+    # spawn's page (a class attribute: the hub may make a new spawner for the next start).
+    lost_nodes: ClassVar[dict[str, str]] = {}
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The server's address on the overlay network, read from its task, not its service
@@ -272,7 +273,7 @@ class CourseSwarmSpawner(SwarmSpawner):
             return None
         if not why:
             return None
-        self.node_lost = why
+        self.lost_nodes[self.user.name] = why
         self.log.warning("server of %s is gone: %s", self.user.name, why)
         return f"gone: {why}"
 
@@ -327,13 +328,13 @@ class CourseSwarmSpawner(SwarmSpawner):
         """What a student sees while waiting: why the last server went (its node stopped),
         their place in line, then the start."""
         shown = None
-        if self.node_lost:
+        lost = self.lost_nodes.pop(self.user.name, "")
+        if lost:
             yield {
                 "progress": 5,
-                "message": f"Your previous server stopped ({self.node_lost}): starting a new "
-                "one on another node. Your files are in your home, as you left them.",
+                "message": f"Your previous server stopped ({lost}): starting a new one on "
+                "another node. Your files are in your home, as you left them.",
             }
-            self.node_lost = ""
         while self.phase != "booting":
             if self.phase == "queued" and self.queue_ticket is not None:
                 ahead = self.spawn_queue.ahead_of(self.queue_ticket)

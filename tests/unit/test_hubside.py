@@ -276,6 +276,6 @@ def test_a_server_on_a_dead_node_is_gone_at_the_next_poll(
     spawner = hub_spawner(config)
     assert node_lost_poll(spawner, "running", ready) is None
     assert node_lost_poll(spawner, "running", down) == "gone: its node node-1 is down"
-    assert spawner.node_lost == "its node node-1 is down"
+    assert type(spawner).lost_nodes.pop("Bob") == "its node node-1 is down"
     assert node_lost_poll(hub_spawner(config), "running", []) == "gone: its node left the swarm"
     assert node_lost_poll(hub_spawner(config), "failed", ready) is not None  # as before
