@@ -26,7 +26,10 @@ def hub(c, at=None, force=False):
     settings = env_settings.load()
     steps = recover.recovery_steps(at, force)
     started = time.monotonic()
-    run_steps(settings, steps, command="recover.hub")
+    session = run_steps(settings, steps, command="recover.hub")
+    restored = session.results.get(("recover.restore", settings.hub_host))
+    if restored:
+        print(str(restored).strip())
     minutes, seconds = divmod(int(time.monotonic() - started), 60)
     print(f"{settings.hub_host} recovered in {minutes} min {seconds} s")
     print(login_hint(settings))
