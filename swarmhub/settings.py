@@ -409,6 +409,9 @@ SCHEMA: dict[str, Key] = {
         _absolute_dir, "/var/backups/swarmhub", "the repository on the hub (no target)"
     ),
     "BACKUP_SCHEDULE": Key(_calendar, "daily", "when the backup runs (systemd OnCalendar)"),
+    "BACKUP_CHECK_SCHEDULE": Key(
+        _calendar, "weekly", "when restic check reads the repository (and 5% of its data)"
+    ),
     "BACKUP_KEEP_HOURLY": Key(_integer, "24", "snapshots kept: the last of each of N hours"),
     "BACKUP_KEEP_DAILY": Key(_integer, "14", "snapshots kept: the last of each of N days"),
     "BACKUP_KEEP_WEEKLY": Key(_integer, "8", "snapshots kept: the last of each of N weeks"),

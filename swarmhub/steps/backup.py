@@ -58,6 +58,9 @@ METRIC = f"{METRIC_DIR}/swarmhub_backup.prom"
 REPO_USER = "swarmhub-backup"
 REPO_HOME = f"/var/lib/{REPO_USER}"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+CHECK_UNIT = "swarmhub-backup-check"
+# What `restic check` reads of the data on BACKUP_CHECK_SCHEDULE: a different sample each time.
+CHECK_SUBSET = "5%"
 
 
 def repository(settings: Settings) -> str:
@@ -88,6 +91,7 @@ def render_script(settings: Settings) -> str:
         keep_daily=settings.backup_keep_daily,
         keep_weekly=settings.backup_keep_weekly,
         limit_upload=f"--limit-upload {limit} " if limit else "",
+        check_subset=CHECK_SUBSET,
     )
 
 
@@ -108,6 +112,14 @@ def service_unit() -> str:
 
 def timer_unit(settings: Settings) -> str:
     return render(f"systemd/{UNIT}.timer.j2", schedule=settings.backup_schedule)
+
+
+def check_units(settings: Settings) -> tuple[str, str]:
+    """The service and timer of `restic check` (BACKUP_CHECK_SCHEDULE)."""
+    return (
+        render(f"systemd/{CHECK_UNIT}.service"),
+        render(f"systemd/{CHECK_UNIT}.timer.j2", schedule=settings.backup_check_schedule),
+    )
 
 
 # --- what the tasks run on the hub ---
@@ -186,11 +198,13 @@ def ensure_password(hub: HostView, password: str, where: Path) -> Steps:
 def apply(ctx: StepContext, hub: HostView) -> Steps:
     settings = ctx.settings
     yield from ensure_packages(hub, ["restic", "sqlite3", "openssh-client"], "backups")
-    if not hub.probe(calendar_check_command(settings.backup_schedule)).ok:
-        raise SwarmhubError(
-            f"{hub.name}: BACKUP_SCHEDULE={settings.backup_schedule} is not a calendar systemd "
-            "understands: use daily, hourly or a time like *-*-* 03:00"
-        )
+    for key in ("BACKUP_SCHEDULE", "BACKUP_CHECK_SCHEDULE"):
+        schedule = settings.values[key]
+        if not hub.probe(calendar_check_command(schedule)).ok:
+            raise SwarmhubError(
+                f"{hub.name}: {key}={schedule} is not a calendar systemd understands: use "
+                "daily, hourly, weekly or a time like *-*-* 03:00"
+            )
     kept = ctx.remember("backup_local_secrets", lambda: local_secrets(settings))
     yield from ensure_directory(hub, CONF_DIR, "0700")
     yield from ensure_password(hub, kept.password, kept.directory / "restic-password")
@@ -215,6 +229,12 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     # The timer starts the service: both files in one change, one reload.
     yield from ensure_unit(
         hub, f"{UNIT}.timer", timer_unit(settings), extra_files=(service,) if changed else ()
+    )
+    check_service, check_timer = check_units(settings)
+    service = FileWrite.of(f"{SYSTEMD_DIR}/{CHECK_UNIT}.service", check_service)
+    changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
+    yield from ensure_unit(
+        hub, f"{CHECK_UNIT}.timer", check_timer, extra_files=(service,) if changed else ()
     )
     # The repository made once (or found, on a rebuilt hub): the marker names it.
     wanted = repository(settings)

@@ -70,6 +70,14 @@ def test_the_script_talks_sftp_to_the_pinned_backup_host(tmp_path: Path) -> None
     assert "/var/lib/prometheus/node-exporter" in script
     assert "swarmhub_backup_last_success_timestamp_seconds" in script
     assert "--limit-upload" not in backup.render_script(load(tmp_path))
+    assert "r check --read-data-subset 5%" in script
+
+
+def test_restic_check_runs_on_its_own_schedule(tmp_path: Path) -> None:
+    service, timer = backup.check_units(load(tmp_path, "BACKUP_CHECK_SCHEDULE=Sun *-*-* 04:00\n"))
+    assert "ExecStart=/usr/local/sbin/swarmhub-backup check\n" in service
+    assert "OnCalendar=Sun *-*-* 04:00\n" in timer
+    assert load(tmp_path).backup_check_schedule == "weekly"
 
 
 def test_the_backup_hosts_key_runs_sftp_only_from_the_hub() -> None:
