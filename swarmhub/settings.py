@@ -33,7 +33,7 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*$"
 )
 
-ROLES = ("hub", "node", "proxy", "storage")
+ROLES = ("hub", "node", "proxy", "storage", "backup")
 AUTHENTICATORS = ("dummy", "native", "github", "google", "oidc")
 OAUTH_AUTHENTICATORS = ("github", "google", "oidc")
 # The JupyterHub series swarmhub has lock sets for (images/, images/jupyterhub-<series>/): the
@@ -249,6 +249,22 @@ def _optional_positive_int(value: str) -> int | None:
     return _positive_int(value) if value.strip() else None
 
 
+def _backup_target(value: str) -> str:
+    """Empty (a repository in BACKUP_DIR on the hub) or sftp://HOST/PATH: HOST is the backup
+    host, a host of its own (not the hub, not the proxy, not a node)."""
+    value = value.strip()
+    if not value:
+        return ""
+    url = urlsplit(value)
+    if url.scheme != "sftp" or not url.hostname or not url.path.startswith("/"):
+        raise ValueError("give sftp://HOST/PATH (HOST: the backup host), or leave it empty")
+    if url.username or url.port or url.query or url.fragment:
+        raise ValueError("give sftp://HOST/PATH only: swarmhub makes the user and uses SSH_PORT")
+    _hostname(url.hostname)
+    _absolute_dir(url.path)
+    return f"sftp://{url.hostname}{url.path.rstrip('/')}"
+
+
 def _calendar(value: str) -> str:
     value = value.strip()
     if not re.fullmatch(r"[A-Za-z0-9*:,./~ -]+", value):
@@ -385,10 +401,23 @@ SCHEMA: dict[str, Key] = {
     "HOME_UID": Key(_integer, "1000", "owner of the homes: the user image's user (jovyan)"),
     "HOME_GID": Key(_integer, "100", "group of the homes: the user image's group (users)"),
     "HOME_SOFT_LIMIT": Key(_optional_memory, "", "a home's size reported as too big; empty: none"),
-    # Backups of the homes and the hub's database, on the hub
-    "BACKUP_DIR": Key(_absolute_dir, "/var/backups/swarmhub", "where snapshots go on the hub"),
+    # Backups (restic) of the homes, the hub's database and its secrets
+    "BACKUP_TARGET": Key(
+        _backup_target, "", "sftp://HOST/PATH: the repository on a backup host; empty: BACKUP_DIR"
+    ),
+    "BACKUP_DIR": Key(
+        _absolute_dir, "/var/backups/swarmhub", "the repository on the hub (no target)"
+    ),
     "BACKUP_SCHEDULE": Key(_calendar, "daily", "when the backup runs (systemd OnCalendar)"),
-    "BACKUP_KEEP": Key(_positive_int, "14", "how many snapshots are kept"),
+    "BACKUP_CHECK_SCHEDULE": Key(
+        _calendar, "weekly", "when restic check reads the repository (and 5% of its data)"
+    ),
+    "BACKUP_KEEP_HOURLY": Key(_integer, "24", "snapshots kept: the last of each of N hours"),
+    "BACKUP_KEEP_DAILY": Key(_integer, "14", "snapshots kept: the last of each of N days"),
+    "BACKUP_KEEP_WEEKLY": Key(_integer, "8", "snapshots kept: the last of each of N weeks"),
+    "BACKUP_LIMIT_UPLOAD": Key(
+        _optional_positive_int, "", "KiB/s a backup may send (restic --limit-upload); empty: all"
+    ),
     # The sandbox: fake VMs on this machine
     "SANDBOX_NAME": Key(_name, "swarmhub", "labels the sandbox's containers, network, volumes"),
     "SANDBOX_SUBNET": Key(_subnet, "10.231.0.0/24", "private address range of the sandbox"),
@@ -398,6 +427,15 @@ SCHEMA: dict[str, Key] = {
     "SANDBOX_MIRROR": Key(_text, "http://deb.debian.org/debian", "Debian mirror for debootstrap"),
     "SANDBOX_BASE_IMAGE": Key(_text, "", "pull this base image instead of debootstrap"),
     "SANDBOX_BOOT_TIMEOUT": Key(_positive_int, "90", "seconds a VM may take to come up"),
+}
+
+
+# Keys that swarmhub no longer reads: each refused with what replaces it.
+REPLACED = {
+    "BACKUP_KEEP": (
+        "restic keeps snapshots by age now: set BACKUP_KEEP_DAILY (and BACKUP_KEEP_HOURLY, "
+        "BACKUP_KEEP_WEEKLY) instead; BACKUP_KEEP=14 with a daily schedule is BACKUP_KEEP_DAILY=14"
+    ),
 }
 
 
@@ -425,12 +463,19 @@ class Settings:
             roles[node].append("node")
         roles[self.proxy_host].append("proxy")
         roles.setdefault(self.storage_name, []).append("storage")
+        if self.backup_host:
+            roles.setdefault(self.backup_host, []).append("backup")
         return {host: tuple(r) for host, r in roles.items()}
 
     @property
     def storage_name(self) -> str:
         """The host keeping the home directories: STORAGE_HOST, or the hub."""
         return self.storage_host or self.hub_host
+
+    @property
+    def backup_host(self) -> str:
+        """The host of BACKUP_TARGET's repository, or empty (the repository is on the hub)."""
+        return (urlsplit(self.backup_target).hostname or "") if self.backup_target else ""
 
     @property
     def hub_data_dir(self) -> str:
@@ -538,6 +583,8 @@ def read_text_file(path: Path) -> str:
 def validate(raw: dict[str, str], source: Path) -> Settings:
     """Check every key and value of an env file and return the settings."""
     for key in raw:
+        if key in REPLACED:
+            raise SwarmhubError(f"{source}: {key} is no longer read: {REPLACED[key]}")
         if key not in SCHEMA:
             hint = _closest(key)
             raise SwarmhubError(
@@ -568,6 +615,12 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
                 f"{source}: {host} is both {' and '.join(roles)}: give each role its own host"
             )
     _check_storage_paths(settings, source)
+    if settings.backup_host and settings.storage_name != settings.hub_host:
+        raise SwarmhubError(
+            f"{source}: BACKUP_TARGET with STORAGE_HOST={settings.storage_host} apart from the "
+            "hub is not supported yet (restic runs on the hub): keep the homes on the hub, or "
+            "empty BACKUP_TARGET"
+        )
     if settings.kernel_egress == "open" and settings.kernel_egress_allow:
         raise SwarmhubError(
             f"{source}: KERNEL_EGRESS_ALLOW is set but KERNEL_EGRESS=open lets kernels reach "

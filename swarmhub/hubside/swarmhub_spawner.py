@@ -78,6 +78,9 @@ def system_resolver() -> Any:
 # is CPU-bound on its node; on the 2-core sandbox, 2 a node gave the fastest login storm.
 STARTS_PER_NODE = 2
 NODES_CHECK_SECONDS = 30  # how often a start may ask the swarm for its nodes
+# How old the swarm's list of node states may be when a poll reads it: one `docker node ls`
+# for all the servers polled in that time, not one a server.
+NODE_STATES_SECONDS = 2.0
 # A swarm task on its way to running: start_object looks again a second later.
 STARTING_STATES = frozenset(
     {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
@@ -173,6 +176,40 @@ class SpawnQueue:
         self.set_limit(STARTS_PER_NODE * len(taking))
 
 
+class NodeStates:
+    """The swarm's nodes (id -> (hostname, state)), read at most every NODE_STATES_SECONDS
+    and shared by every spawner's poll (a class attribute of the spawner)."""
+
+    def __init__(self) -> None:
+        self.read_at = float("-inf")
+        self.states: dict[str, tuple[str, str]] = {}
+        self.lock = asyncio.Lock()
+
+    async def of(self, spawner: SwarmSpawner, node_id: str) -> tuple[str, str] | None:
+        """(hostname, state) of node ``node_id`` (None: unknown to the swarm)."""
+        async with self.lock:
+            now = asyncio.get_running_loop().time()
+            if now - self.read_at >= NODE_STATES_SECONDS or node_id not in self.states:
+                nodes = await spawner.docker("nodes")
+                self.states = {
+                    node["ID"]: (
+                        node.get("Description", {}).get("Hostname", node["ID"][:12]),
+                        node.get("Status", {}).get("State", "unknown"),
+                    )
+                    for node in nodes
+                }
+                self.read_at = now
+        return self.states.get(node_id)
+
+
+def lost_node(node: tuple[str, str] | None) -> str:
+    """Why a server whose task runs on ``node`` is gone ('' when its node is ready)."""
+    if node is None:
+        return "its node left the swarm"
+    hostname, state = node
+    return "" if state == "ready" else f"its node {hostname} is {state}"
+
+
 class Refused(SpawnException):
     """A spawn swarmhub refuses on purpose, with the reason the spawn metrics count it under
     (`status="failure"`, JupyterHub 6) and the message the student sees at once."""
@@ -226,8 +263,52 @@ class CourseSwarmSpawner(SwarmSpawner):
     # One line for the whole hub, shared by every user's spawner: a class attribute set by
     # jupyterhub_config.py, not a trait (traitlets gives each spawner a deep copy of c.* values).
     spawn_queue: ClassVar[SpawnQueue] = SpawnQueue.for_concurrency(0)
+    node_states: ClassVar[NodeStates] = NodeStates()
     queue_ticket: asyncio.Future[None] | None = None
     phase = "requested"
+    # Why a user's last server stopped when its node did, by user name, shown on the next
+    # spawn's page (a class attribute: the hub may make a new spawner for the next start).
+    lost_nodes: ClassVar[dict[str, str]] = {}
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The server's address on the overlay network, read from its task, not its service
+        name: the hub's resolver (aiohttp with aiodns: c-ares caches an answer for its TTL,
+        600 s from Docker's DNS) would keep a restarted server's old address for minutes, and
+        a server started again (on another node, after its node died) would never answer."""
+        task = await self.get_task()
+        for attachment in (task or {}).get("NetworksAttachments") or []:
+            if attachment.get("Network", {}).get("Spec", {}).get("Name") != self.network_name:
+                continue
+            for address in attachment.get("Addresses") or []:
+                return address.split("/")[0], self.port
+        return await super().get_ip_and_port()
+
+    async def poll(self) -> Any:
+        """None while the server runs; its status once it stopped — also when the node it
+        runs on is down: the swarm keeps saying such a task runs, but nothing answers there.
+
+        This is the one mechanism that moves a student off a dead node: the hub decides,
+        from the swarm's node states, at every poll (c.Spawner.poll_interval); the service
+        never restarts by itself (restart condition none), so the swarm does not race it with
+        a second server. The hub then drops the route, and the student's next start removes
+        the old service and makes a new one on a node that is ready."""
+        status = await super().poll()
+        if status is not None:
+            return status
+        task = await self.get_task()
+        node_id = (task or {}).get("NodeID")
+        if not node_id:
+            return None
+        try:
+            why = lost_node(await self.node_states.of(self, node_id))
+        except Exception as error:  # the swarm did not answer: the server is not known gone
+            self.log.warning("poll: could not read the swarm's nodes: %s", error)
+            return None
+        if not why:
+            return None
+        self.lost_nodes[self.user.name] = why
+        self.log.warning("server of %s is gone: %s", self.user.name, why)
+        return f"gone: {why}"
 
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
@@ -277,8 +358,16 @@ class CourseSwarmSpawner(SwarmSpawner):
             client.close()
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        """What a student sees while waiting: their place in line, then the start."""
+        """What a student sees while waiting: why the last server went (its node stopped),
+        their place in line, then the start."""
         shown = None
+        lost = self.lost_nodes.pop(self.user.name, "")
+        if lost:
+            yield {
+                "progress": 5,
+                "message": f"Your previous server stopped ({lost}): starting a new one on "
+                "another node. Your files are in your home, as you left them.",
+            }
         while self.phase != "booting":
             if self.phase == "queued" and self.queue_ticket is not None:
                 ahead = self.spawn_queue.ahead_of(self.queue_ticket)

@@ -130,6 +130,7 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
             f"--format '{SERVICE_IMAGE_FORMAT}'"
         )
         sections["upgrade"] = f"cat {settings.hub_dir}/upgrade/last.json 2>/dev/null; true"
+        sections["backups"] = backup_check_command()
         sections["users"] = users_command(settings)
     if "proxy" in roles:
         sections["nginx"] = "systemctl is-active nginx"
@@ -137,11 +138,26 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
     return sections
 
 
+BACKUP_SCRIPT = "/usr/local/sbin/swarmhub-backup"  # swarmhub.steps.backup.SCRIPT
+BACKUP_NOT_SET_UP = "not set up"
+
+
+def backup_check_command(connect_timeout: int = 4) -> str:
+    """One line on the hub: `ok: REPOSITORY answers; last snapshot N min ago`, why the
+    repository does not answer, or `not set up` (no backup script yet)."""
+    return (
+        f"if test -x {BACKUP_SCRIPT}; then CONNECT_TIMEOUT={connect_timeout} {BACKUP_SCRIPT} "
+        f"check-repo 2>&1 | tail -n 1; else echo {shlex.quote(BACKUP_NOT_SET_UP)}; fi"
+    )
+
+
 def health_hub_sections() -> dict[str, str]:
-    """What `invoke health` asks the hub: its API through chp, and the swarm's nodes."""
+    """What `invoke health` asks the hub: its API through chp, the swarm's nodes, and whether
+    the backup repository answers."""
     return {
         "hub_api": hub_api_command(f"{HUB_API}/", timeout=3),
         "nodes": node_list_command(),
+        "backups": backup_check_command(),
     }
 
 

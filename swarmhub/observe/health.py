@@ -1,8 +1,9 @@
 """`invoke health`: a probe for cron or a monitor — a few seconds, one line, exit 0 or 1.
 
-Three answers, asked at once: HTTPS through the proxy as a student's browser would ask it
+Four answers, asked at once: HTTPS through the proxy as a student's browser would ask it
 (nginx, chp and the hub in a row), the hub's API on the hub itself (to tell a broken proxy
-from a broken hub), and the swarm's view of the nodes of NODE_HOSTS.
+from a broken hub), the swarm's view of the nodes of NODE_HOSTS, and whether the backup
+repository answers (with the age of the last snapshot).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class HubAnswer:
     api_error: str = ""
     nodes: tuple[parse.SwarmNode, ...] = ()
     nodes_error: str = ""
+    backups: str = ""  # the backup script's check-repo line ('' when not asked)
 
 
 def verdict(proxy_error: str, hub: HubAnswer, node_hosts: tuple[str, ...]) -> tuple[bool, str]:
@@ -57,9 +59,15 @@ def verdict(proxy_error: str, hub: HubAnswer, node_hosts: tuple[str, ...]) -> tu
                 problems.append(f"node {name} {node.availability.lower()}")
             else:
                 ready += 1
+    backups_ok, backups = parse.parse_backup_check(hub.backups)
+    if backups_ok is False:
+        problems.append(f"backups: {backups}")
     if problems:
         return False, "unhealthy: " + "; ".join(problems)
-    return True, f"healthy: proxy https ok, hub api ok, {ready}/{len(node_hosts)} nodes ready"
+    line = f"healthy: proxy https ok, hub api ok, {ready}/{len(node_hosts)} nodes ready"
+    if backups_ok:
+        line += f", backups ok ({backups})"
+    return True, line
 
 
 def tls_context(settings: Settings, proxy_cert: str | None) -> ssl.SSLContext:
@@ -134,7 +142,8 @@ def ask_hub(settings: Settings) -> HubAnswer:
         nodes_error = ""
     except parse.ParseError as error:
         nodes, nodes_error = (), str(error)
-    return HubAnswer(code, "" if code else parse.first_line(body), nodes, nodes_error)
+    backups = found.get("backups", "").strip()
+    return HubAnswer(code, "" if code else parse.first_line(body), nodes, nodes_error, backups)
 
 
 def check(settings: Settings) -> tuple[bool, str]:

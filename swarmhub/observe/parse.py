@@ -334,3 +334,16 @@ def parse_upgrade(text: str) -> Upgrade | None:
     if not isinstance(found, dict) or not found.get("user_image_before"):
         return None
     return Upgrade(str(found.get("from", "")), str(found.get("to", "")), found["user_image_before"])
+
+
+def parse_backup_check(text: str) -> tuple[bool | None, str]:
+    """The backup script's check-repo line: (True, 'REPO answers; last snapshot …'), (False,
+    why the repository does not answer), or (None, why nothing is known: not set up)."""
+    line = first_line(text.strip().splitlines()[-1], 240) if text.strip() else ""
+    if not line:
+        return None, ""
+    if line == "not set up":
+        return None, "not set up: run invoke backup.setup"
+    if line.startswith("ok: "):
+        return True, line.removeprefix("ok: ")
+    return False, line.removeprefix("error: ")

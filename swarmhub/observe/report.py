@@ -21,6 +21,7 @@ from swarmhub.observe.parse import (
     SwarmNode,
     Upgrade,
     UserServer,
+    parse_backup_check,
 )
 from swarmhub.output import table
 from swarmhub.sizes import format_size
@@ -283,6 +284,17 @@ def hub_api_row(code: int | None, error: str = "", version: str = "") -> Row:
     row = Row("hub api", values, note=f"JupyterHub {version}" if version else "")
     if code != 200:
         row.problem = f"hub API: {state}" + (f" ({error})" if error else "")
+    return row
+
+
+def backup_row(text: str) -> Row:
+    """The backups (the backup script's check-repo on the hub): whether the repository
+    answers, and the age of the last snapshot."""
+    ok, line = parse_backup_check(text)
+    state = {True: "ok", False: "failing", None: "unknown"}[ok]
+    row = Row("backups", {"state": state, "uptime_seconds": None, "restarts": None}, note=line)
+    if ok is False:
+        row.problem = f"backups: {line}"
     return row
 
 

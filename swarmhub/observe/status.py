@@ -148,6 +148,7 @@ def hub_sections(
     body, code = parse.split_http_code(found.get("hub_api", ""))
     version = parse.parse_hub_version(body) if code == 200 else ""
     stack.rows.append(report.hub_api_row(code, "" if code else parse.first_line(body), version))
+    stack.rows.append(report.backup_row(found.get("backups", "")))
 
     body, code = parse.split_http_code(found.get("users", ""))
     try:

@@ -42,6 +42,7 @@ ROLE_NAMES = {
     "node": "the nodes",
     "proxy": "the proxy",
     "storage": "the storage host",
+    "backup": "the backup host",
 }
 
 # A change that writes files and then runs commands (a restart, a reload) is recorded on its

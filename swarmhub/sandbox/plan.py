@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from swarmhub.settings import Settings
 
 # Fixed host numbers inside SANDBOX_SUBNET, so that an address never moves when nodes come
-# and go: the hub is .10, the proxy .11, node N is .(20 + N).
+# and go: the hub is .10, the proxy .11, the backup host (BACKUP_TARGET's) .12, node N is
+# .(20 + N).
 HUB_OFFSET = 10
 PROXY_OFFSET = 11
+BACKUP_OFFSET = 12
 NODE_OFFSET = 20
 
 LABEL = "io.swarmhub.sandbox"
@@ -58,13 +60,15 @@ def address(subnet: ipaddress.IPv4Network, offset: int) -> str:
 
 
 def plan_vms(settings: Settings, node_count: int | None = None) -> list[VM]:
-    """The VMs that ``sandbox.up`` makes sure exist, hub first, proxy last."""
+    """The VMs that ``sandbox.up`` makes sure exist: hub, nodes, proxy, the backup host."""
     subnet = settings.sandbox_subnet
     vms = [VM(settings.hub_host, "hub", address(subnet, HUB_OFFSET))]
     for index, name in enumerate(node_names(settings, node_count), start=1):
         vms.append(VM(name, "node", address(subnet, NODE_OFFSET + index)))
     if settings.proxy_host != settings.hub_host:
         vms.append(VM(settings.proxy_host, "proxy", address(subnet, PROXY_OFFSET)))
+    if settings.backup_host:
+        vms.append(VM(settings.backup_host, "backup", address(subnet, BACKUP_OFFSET)))
     return vms
 
 

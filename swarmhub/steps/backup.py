@@ -1,21 +1,32 @@
-"""backup.setup, and the commands behind backup.run, backup.list and backup.restore.
+"""backup.setup and backup.target, and the commands behind backup.run, backup.list and
+backup.restore.
 
-One script on the hub (/usr/local/sbin/swarmhub-backup, rendered from
-templates/backup/swarmhub-backup.sh.j2) makes incremental snapshots of the homes (rsync with
-hard links to the previous snapshot) and a consistent copy of the hub's SQLite database
-(SQLite's online backup), keeps BACKUP_KEEP of them in BACKUP_DIR, and restores from them
-without ever overwriting a live file. A systemd timer on the hub runs it on BACKUP_SCHEDULE;
-the tasks run the same script over SSH.
+Backups are made with restic (encrypted, deduplicated, pruned by age): one script on the hub
+(/usr/local/sbin/swarmhub-backup, rendered from templates/backup/swarmhub-backup.sh.j2) backs
+up the users' homes, a consistent copy of the hub's SQLite database (SQLite's online backup)
+and the hub's secrets to one repository: BACKUP_TARGET (sftp://HOST/PATH, on a backup host of
+its own, reached as the user swarmhub-backup with a key that may only run SFTP, from the hub's
+addresses only), or BACKUP_DIR on the hub. It restores from them without ever overwriting a
+live file. A systemd timer on the hub runs it on BACKUP_SCHEDULE; the tasks run the same
+script over SSH.
+
+The repository's password and the SFTP key are made on the provisioner at the first deploy
+(PROJECT_ROOT/.swarmhub/<env file's name>/, 0600) and kept 0600 on the hub: the repository is
+unreadable without the password, so the provisioner's copy is what recovers a lost hub. A hub
+whose password differs from the provisioner's is refused, never overwritten.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from swarmhub.backup_secrets import local_secrets
 from swarmhub.errors import SwarmhubError
 from swarmhub.names import escape_user
-from swarmhub.runbook.change import Change, FileWrite, Steps
+from swarmhub.runbook.change import Change, FileWrite, Note, Ok, Steps
 from swarmhub.runbook.ensure import (
     SYSTEMD_DIR,
     ensure_directory,
@@ -26,23 +37,72 @@ from swarmhub.runbook.ensure import (
 )
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.settings import Settings
+from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.steps.homes import known_hosts_line
 from swarmhub.steps.hub import hub_answers
+from swarmhub.steps.swarm import host_addresses
 from swarmhub.templates import render
 
 SCRIPT = "/usr/local/sbin/swarmhub-backup"
 UNIT = "swarmhub-backup"
 SNAPSHOT = re.compile(r"\d{8}T\d{6}Z")
+CONF_DIR = "/etc/swarmhub/backup"
+PASSWORD = f"{CONF_DIR}/restic-password"
+KEY = f"{CONF_DIR}/id_ed25519"
+KNOWN_HOSTS = f"{CONF_DIR}/known_hosts"
+INITIALIZED = f"{CONF_DIR}/initialized"
+# Read by node-exporter's textfile collector (the metrics issue's Prometheus reads it too).
+METRIC_DIR = "/var/lib/prometheus/node-exporter"
+METRIC = f"{METRIC_DIR}/swarmhub_backup.prom"
+# The backup host's user that owns the repository: SFTP only, from the hub only.
+REPO_USER = "swarmhub-backup"
+REPO_HOME = f"/var/lib/{REPO_USER}"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+CHECK_UNIT = "swarmhub-backup-check"
+# What `restic check` reads of the data on BACKUP_CHECK_SCHEDULE: a different sample each time.
+CHECK_SUBSET = "5%"
+
+
+def repository(settings: Settings) -> str:
+    """The repository as restic names it: sftp:HOST:/PATH, or BACKUP_DIR/restic on the hub."""
+    if settings.backup_target:
+        return f"sftp:{settings.backup_host}:{urlsplit(settings.backup_target).path}"
+    return f"{settings.backup_dir}/restic"
+
+
+def target_path(settings: Settings) -> str:
+    return urlsplit(settings.backup_target).path
 
 
 def render_script(settings: Settings) -> str:
+    limit = settings.backup_limit_upload
     return render(
         "backup/swarmhub-backup.sh.j2",
         homes_dir=settings.homes_dir,
-        backup_dir=settings.backup_dir,
-        keep=settings.backup_keep,
         hub_dir=settings.hub_dir,
         data_dir=settings.hub_data_dir,
+        repository=repository(settings),
+        conf_dir=CONF_DIR,
+        metric_dir=METRIC_DIR,
+        sftp_host=settings.backup_host,
+        sftp_user=REPO_USER,
+        ssh_port=settings.ssh_port,
+        keep_hourly=settings.backup_keep_hourly,
+        keep_daily=settings.backup_keep_daily,
+        keep_weekly=settings.backup_keep_weekly,
+        limit_upload=f"--limit-upload {limit} " if limit else "",
+        check_subset=CHECK_SUBSET,
+    )
+
+
+def authorized_keys(public_key: str, sources: list[str]) -> str:
+    """The backup host's authorized_keys for REPO_USER: the hub's key, SFTP only, from the
+    hub's addresses only (nothing else: no shell, no forwarding)."""
+    options = f'restrict,from="{",".join(sources)}",command="{SFTP_SERVER}"'
+    key = " ".join(public_key.split()[:2])
+    return (
+        "# Written by swarmhub (backup.target): the hub's backups, SFTP only.\n"
+        f"{options} {key} swarmhub-backup\n"
     )
 
 
@@ -52,6 +112,14 @@ def service_unit() -> str:
 
 def timer_unit(settings: Settings) -> str:
     return render(f"systemd/{UNIT}.timer.j2", schedule=settings.backup_schedule)
+
+
+def check_units(settings: Settings) -> tuple[str, str]:
+    """The service and timer of `restic check` (BACKUP_CHECK_SCHEDULE)."""
+    return (
+        render(f"systemd/{CHECK_UNIT}.service"),
+        render(f"systemd/{CHECK_UNIT}.timer.j2", schedule=settings.backup_check_schedule),
+    )
 
 
 # --- what the tasks run on the hub ---
@@ -96,18 +164,65 @@ def calendar_check_command(schedule: str) -> str:
     return f"systemd-analyze calendar {shlex.quote(schedule)} >/dev/null"
 
 
-# --- the step ---
+# --- the steps ---
+
+
+def shown(path: Path) -> str:
+    """A provisioner's path as the output shows it: inside the project, from its root."""
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def ensure_password(hub: HostView, password: str, where: Path) -> Steps:
+    """The hub holds the provisioner's repository password; one that differs is refused: the
+    repository opens with one password only, and overwriting it would lose every snapshot."""
+    why = file_differs(hub, PASSWORD, password, "0600", "root")
+    if not why:
+        yield Ok("repository password in place (0600)")
+        return
+    if why == "content":
+        raise SwarmhubError(
+            f"{hub.name}: {PASSWORD} differs from this machine's copy in {shown(where)}: the "
+            "repository opens with one of them only: copy the right one over the other "
+            "(sudo cat it there, 0600) and run backup.setup again"
+        )
+    yield Change(
+        f"wrote the repository password ({why}); this machine's copy: {shown(where)}",
+        files=[FileWrite.of(PASSWORD, password, "0600")],
+    )
+    yield Note(f"the repository password is kept in {shown(where)}: store a copy offline too")
 
 
 def apply(ctx: StepContext, hub: HostView) -> Steps:
     settings = ctx.settings
-    yield from ensure_packages(hub, ["rsync", "sqlite3"], "backups")
-    if not hub.probe(calendar_check_command(settings.backup_schedule)).ok:
-        raise SwarmhubError(
-            f"{hub.name}: BACKUP_SCHEDULE={settings.backup_schedule} is not a calendar systemd "
-            "understands: use daily, hourly or a time like *-*-* 03:00"
+    yield from ensure_packages(hub, ["restic", "sqlite3", "openssh-client"], "backups")
+    for key in ("BACKUP_SCHEDULE", "BACKUP_CHECK_SCHEDULE"):
+        schedule = settings.values[key]
+        if not hub.probe(calendar_check_command(schedule)).ok:
+            raise SwarmhubError(
+                f"{hub.name}: {key}={schedule} is not a calendar systemd understands: use "
+                "daily, hourly, weekly or a time like *-*-* 03:00"
+            )
+    kept = ctx.remember("backup_local_secrets", lambda: local_secrets(settings))
+    yield from ensure_directory(hub, CONF_DIR, "0700")
+    yield from ensure_password(hub, kept.password, kept.directory / "restic-password")
+    if settings.backup_host:
+        yield from ensure_file(hub, KEY, kept.private_key, mode="0600", describe="the SFTP key")
+        backup = ctx.view(settings.backup_host)
+        host_key = backup.read("/etc/ssh/ssh_host_ed25519_key.pub")
+        if not host_key:
+            raise SwarmhubError(
+                f"{settings.backup_host}: no /etc/ssh/ssh_host_ed25519_key.pub: BACKUP_TARGET "
+                "needs an SSH server with an Ed25519 host key there"
+            )
+        line = known_hosts_line(settings.backup_host, settings.ssh_port, host_key)
+        yield from ensure_file(
+            hub, KNOWN_HOSTS, line, describe=f"{settings.backup_host}'s pinned host key"
         )
-    yield from ensure_directory(hub, settings.backup_dir, "0700")
+    else:
+        yield from ensure_directory(hub, settings.backup_dir, "0700")
     yield from ensure_file(hub, SCRIPT, render_script(settings), mode="0755", describe=SCRIPT)
     service = FileWrite.of(f"{SYSTEMD_DIR}/{UNIT}.service", service_unit())
     changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
@@ -115,6 +230,54 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     yield from ensure_unit(
         hub, f"{UNIT}.timer", timer_unit(settings), extra_files=(service,) if changed else ()
     )
+    check_service, check_timer = check_units(settings)
+    service = FileWrite.of(f"{SYSTEMD_DIR}/{CHECK_UNIT}.service", check_service)
+    changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
+    yield from ensure_unit(
+        hub, f"{CHECK_UNIT}.timer", check_timer, extra_files=(service,) if changed else ()
+    )
+    # The repository made once (or found, on a rebuilt hub): the marker names it.
+    wanted = repository(settings)
+    if hub.read(INITIALIZED).strip() == wanted:
+        yield Ok(f"repository {wanted} opens")
+        return
+    yield Change(f"repository {wanted} opened or made", [f"{SCRIPT} init"], follow_up=False)
+
+
+def apply_target(ctx: StepContext, backup: HostView) -> Steps:
+    """The backup host: REPO_USER owns the repository's directory and may only run SFTP,
+    with the hub's key, from the hub's addresses."""
+    settings = ctx.settings
+    yield from ensure_packages(backup, ["openssh-server", "openssh-sftp-server"], "SFTP")
+    if backup.probe(f"id -u {REPO_USER}").ok:
+        yield Ok(f"user {REPO_USER}")
+    else:
+        yield Change(
+            f"user {REPO_USER} (owns the repository)",
+            [f"useradd --system --home-dir {REPO_HOME} --create-home --shell /bin/sh {REPO_USER}"],
+        )
+    yield from ensure_directory(backup, target_path(settings), "0700", REPO_USER)
+    yield from ensure_directory(backup, f"{REPO_HOME}/.ssh", "0700", REPO_USER)
+    kept = ctx.remember("backup_local_secrets", lambda: local_secrets(settings))
+    sources = ctx.remember("backup_hub_addresses", lambda: hub_addresses(ctx))
+    yield from ensure_file(
+        backup,
+        f"{REPO_HOME}/.ssh/authorized_keys",
+        authorized_keys(kept.public_key, sources),
+        mode="0600",
+        owner=REPO_USER,
+        describe=f"{REPO_USER}'s key (SFTP only, from {settings.hub_host})",
+    )
+
+
+def hub_addresses(ctx: StepContext) -> list[str]:
+    """The hub's own IPv4 addresses: where the backup host accepts its SFTP key from."""
+    found = host_addresses(ctx.hub.probe("ip -4 -o addr show scope global", sudo=False).stdout)
+    if ctx.settings.hub_address:
+        found.append(ctx.settings.hub_address)
+    if not found:
+        raise SwarmhubError(f"{ctx.settings.hub_host}: no global IPv4 address found")
+    return sorted(set(found))
 
 
 def operation(
@@ -152,5 +315,12 @@ STEP = Step(
     name="backup.setup",
     roles=frozenset({"hub"}),
     apply=apply,
-    summary="the backup script and its systemd timer on the hub",
+    summary="restic, the backup script and its systemd timer on the hub; the repository",
+)
+
+TARGET = Step(
+    name="backup.target",
+    roles=frozenset({"backup"}),
+    apply=apply_target,
+    summary="the backup host: the repository's directory, SFTP for the hub's key only",
 )

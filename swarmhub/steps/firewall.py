@@ -195,7 +195,7 @@ def apply(ctx: StepContext, host: HostView) -> Steps:
 
 STEP = Step(
     name="firewall.configure",
-    roles=frozenset({"hub", "node", "proxy"}),
+    roles=frozenset({"hub", "node", "proxy", "backup"}),
     apply=apply,
     parallel=True,
     summary="nftables: SSH (and 80/443 on the proxy) from anywhere, the rest cluster-only",

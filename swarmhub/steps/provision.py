@@ -79,7 +79,7 @@ def apply(ctx: StepContext, host: HostView) -> Steps:
 
 STEP = Step(
     name="provision",
-    roles=frozenset({"hub", "node", "proxy"}),
+    roles=frozenset({"hub", "node", "proxy", "backup"}),
     apply=apply,
     parallel=True,
     summary="base packages, time sync, admin groups, CAs, kernel and limit settings",

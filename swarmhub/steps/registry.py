@@ -38,6 +38,8 @@ RUNBOOK: tuple[Step, ...] = (
     images.SERVE,
     images.PULL,
     hub.STEP,
+    # The backup host before the hub's backup.setup, which opens (or makes) the repository.
+    backup.TARGET,
     backup.STEP,
     proxy.STEP,
     monitor.STEP,
@@ -85,7 +87,17 @@ HELP: dict[str, str] = {
         "`jupyterhub upgrade-db`; a failed migration puts the copy back and starts the old "
         "version again. Running servers keep running (UPGRADE_RESTART_SERVERS)."
     ),
-    "backup.setup": "Install the backup script and its systemd timer (BACKUP_SCHEDULE) on the hub.",
+    "backup.target": (
+        "Prepare the backup host of BACKUP_TARGET: the repository's directory, SFTP for the "
+        "hub's key only."
+    ),
+    "backup.setup": (
+        "Install restic, the backup script and its timer (BACKUP_SCHEDULE) on the hub; open "
+        "or make the repository.\n\n"
+        "The repository's password and the SFTP key are made on this machine the first time "
+        "(.swarmhub/<env>/, 0600; its path is printed, never the secret) and kept 0600 on the "
+        "hub; a hub whose password differs is refused, never overwritten."
+    ),
     "proxy.configure": (
         "Configure nginx on the proxy: TLS, HTTP to HTTPS, websockets, forwarding to the hub."
     ),

@@ -67,8 +67,19 @@ def hub_address(ctx: StepContext) -> str:
     return ctx.remember("hub_address", probe)
 
 
+# How often nodes report to the manager. A node is down after about three missed beats:
+# with 2 s (Docker's default is 5 s), the hub knows within about 6 s that a node died, and a
+# student on it gets a new server on another node well within 30 s (the spawner's poll).
+HEARTBEAT = "2s"
+HEARTBEAT_NS = 2_000_000_000
+HEARTBEAT_STATE = "docker info --format '{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}'"
+
+
 def init_command(address: str) -> str:
-    return f"docker swarm init --advertise-addr {shlex.quote(address)}"
+    return (
+        f"docker swarm init --advertise-addr {shlex.quote(address)} "
+        f"--dispatcher-heartbeat {HEARTBEAT}"
+    )
 
 
 def network_command(name: str, overlay: OverlayLayout) -> str:
@@ -115,6 +126,14 @@ def manage(ctx: StepContext, hub: HostView) -> Steps:
         raise SwarmhubError(f"{hub.name}: Docker is not running: run docker.install first")
     if state == "active" and is_manager:
         yield Ok("swarm manager active")
+        # Docker prints the period as a duration (2s); older ones in nanoseconds.
+        if hub.probe(HEARTBEAT_STATE).stdout.strip() in (HEARTBEAT, str(HEARTBEAT_NS)):
+            yield Ok(f"nodes report every {HEARTBEAT}")
+        else:
+            yield Change(
+                f"nodes report every {HEARTBEAT} (a dead node known within seconds)",
+                [f"docker swarm update --dispatcher-heartbeat {HEARTBEAT}"],
+            )
     elif state == "active":
         raise SwarmhubError(
             f"{hub.name} is a worker of another swarm: run `docker swarm leave` on it first"
@@ -158,6 +177,16 @@ def join_command(token: str, address: str, *, leave_first: bool = False) -> str:
     return f"{leave}{join} || {{ {wait_active_command(JOIN_WAIT)}; }}"
 
 
+def member_of_this_swarm(ctx: StepContext, node: HostView) -> bool:
+    """The hub's swarm knows the node's swarm identity (not one of a swarm that is gone)."""
+    node_id = node.probe("docker info --format '{{.Swarm.NodeID}}'").stdout.strip()
+    known = ctx.remember(
+        "swarm_node_ids",
+        lambda: ctx.hub.probe("docker node ls --format '{{.ID}}' 2>/dev/null").stdout.split(),
+    )
+    return node_id in known
+
+
 def join(ctx: StepContext, node: HostView) -> Steps:
     state, _, managers = parse_swarm_state(node.probe(SWARM_STATE).stdout)
     address = hub_address(ctx)
@@ -167,8 +196,12 @@ def join(ctx: StepContext, node: HostView) -> Steps:
                 f"{node.name} is a member of another swarm (managers {', '.join(managers)}): "
                 "run `docker swarm leave --force` on it, then swarm.join"
             )
-        yield Ok("swarm member")
-        return
+        if ctx.changes_pending or member_of_this_swarm(ctx, node):
+            yield Ok("swarm member")
+            return
+        # A member of a swarm that is gone (the hub rebuilt at the same address, recover.hub):
+        # it leaves that one and joins this one.
+        state = "error"
     if state == "no-docker" and not ctx.changes_pending:
         raise SwarmhubError(f"{node.name}: Docker is not running: run docker.install first")
     hub = ctx.hub

@@ -54,6 +54,12 @@ c.SwarmSpawner.mem_limit = int(env["USER_MEM_LIMIT"])
 c.SwarmSpawner.mem_guarantee = int(env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"])
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 c.SwarmSpawner.remove = True
+# A node lost: the hub decides (CourseSwarmSpawner.poll reads the swarm's node states every
+# poll_interval), the swarm never restarts a server elsewhere by itself, so no student ever
+# has two. With the swarm's 2 s heartbeat (swarm.manage), a dead node's servers are known
+# gone within about 15 s.
+c.SwarmSpawner.extra_task_spec = {"restart_policy": {"Condition": "none"}}
+c.Spawner.poll_interval = 5
 c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
 # A spawn not done in 3 s shows the progress page (the place in line) instead of a
 # browser tab that seems to hang for JupyterHub's default 10 s.

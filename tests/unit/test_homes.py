@@ -45,7 +45,8 @@ def test_homes_default_to_nfs_on_the_hub(nfs) -> None:
     assert nfs.role_of("hub") == ("hub", "storage")
     assert (nfs.homes_dir, nfs.home_uid, nfs.home_gid) == ("/srv/swarmhub/homes", 1000, 100)
     assert nfs.backup_dir == "/var/backups/swarmhub"
-    assert (nfs.backup_schedule, nfs.backup_keep) == ("daily", 14)
+    assert nfs.backup_schedule == "daily" and nfs.backup_target == ""
+    assert (nfs.backup_keep_hourly, nfs.backup_keep_daily, nfs.backup_keep_weekly) == (24, 14, 8)
 
 
 def test_a_separate_storage_host_gets_the_storage_role(tmp_path: Path) -> None:
@@ -220,18 +221,17 @@ def test_the_database_check_looks_at_the_nearest_existing_directory() -> None:
 
 
 def test_backup_script_is_rendered_from_the_env(tmp_path: Path) -> None:
-    loaded = load(tmp_path, "BACKUP_DIR=/backups\nBACKUP_KEEP=7\n")
+    loaded = load(tmp_path, "BACKUP_DIR=/backups\nBACKUP_KEEP_DAILY=7\n")
     script = backup.render_script(loaded)
     assert script.startswith("#!/bin/bash\n")
     for line in (
         "HOMES_DIR=/srv/swarmhub/homes",
-        "BACKUP_DIR=/backups",
-        "KEEP=7",
+        "REPOSITORY=/backups/restic",
         "DB=/srv/swarmhub/data/jupyterhub.sqlite",
     ):
         assert f"\n{line}\n" in script
-    assert '--link-dest="$BACKUP_DIR/$previous/homes"' in script
-    assert "\".backup '$staging/jupyterhub.sqlite'\"" in script
+    assert "--keep-daily 7" in script and "sftp.command" not in script
+    assert "\".backup '$STAGE/jupyterhub.sqlite'\"" in script
 
 
 def test_backup_timer_follows_the_schedule(tmp_path: Path) -> None:

@@ -267,3 +267,53 @@ def test_a_waiting_student_sees_their_place_in_line(
         "message": "Many students are starting at once: 2 ahead of you in line",
     }
     assert ann_sees == {"progress": 80, "message": "Your server is booting"}
+
+
+def test_the_hub_reaches_a_server_by_its_tasks_address(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    spawner = hub_spawner(load_hub_config(hub_env(tmp_path)))
+
+    async def get_task() -> dict:
+        other = {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.5/24"]}
+        ours = {"Network": {"Spec": {"Name": "n"}}, "Addresses": ["10.250.8.5/20"]}
+        return {"NetworksAttachments": [other, ours]}
+
+    spawner.get_task = get_task
+    # Not the service's name: the hub's resolver caches a restarted server's old address.
+    assert asyncio.run(spawner.get_ip_and_port()) == ("10.250.8.5", 8888)
+
+
+def node_lost_poll(spawner: SwarmSpawner, state: str, nodes: list[dict]) -> object:
+    """What poll says of a running task on node `n1` when the swarm lists ``nodes``."""
+
+    async def get_task() -> dict:
+        return {"NodeID": "n1", "Status": {"State": state}}
+
+    async def get_object() -> dict:
+        return {"ID": "s1"}
+
+    async def docker(method: str, *args: object, **kwargs: object) -> object:
+        assert method == "nodes"
+        return nodes
+
+    spawner.get_task, spawner.get_object, spawner.docker = get_task, get_object, docker
+    spawner.object_id = "s1"
+    type(spawner).node_states.read_at = float("-inf")
+    return asyncio.run(spawner.poll())
+
+
+def test_a_server_on_a_dead_node_is_gone_at_the_next_poll(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    config = load_hub_config(hub_env(tmp_path))
+    assert config.Spawner.poll_interval == 5
+    assert config.SwarmSpawner.extra_task_spec == {"restart_policy": {"Condition": "none"}}
+    ready = [{"ID": "n1", "Description": {"Hostname": "node-1"}, "Status": {"State": "ready"}}]
+    down = [{"ID": "n1", "Description": {"Hostname": "node-1"}, "Status": {"State": "down"}}]
+    spawner = hub_spawner(config)
+    assert node_lost_poll(spawner, "running", ready) is None
+    assert node_lost_poll(spawner, "running", down) == "gone: its node node-1 is down"
+    assert type(spawner).lost_nodes.pop("Bob") == "its node node-1 is down"
+    assert node_lost_poll(hub_spawner(config), "running", []) == "gone: its node left the swarm"
+    assert node_lost_poll(hub_spawner(config), "failed", ready) is not None  # as before

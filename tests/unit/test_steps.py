@@ -77,7 +77,9 @@ def test_the_swarm_advertises_the_hosts_own_interface() -> None:
     )
     assert swarm.pick_address(out) == "10.231.0.10"
     assert swarm.pick_address("") is None
-    assert swarm.init_command("10.0.0.1") == "docker swarm init --advertise-addr 10.0.0.1"
+    assert swarm.init_command("10.0.0.1") == (
+        "docker swarm init --advertise-addr 10.0.0.1 --dispatcher-heartbeat 2s"
+    )
     overlay = layout(ipaddress.IPv4Network("10.250.0.0/20"))
     assert swarm.network_command("swarmhub", overlay) == (
         "docker network create --driver overlay --attachable --subnet 10.250.0.0/20 "

@@ -1,0 +1,35 @@
+"""recover: a lost hub rebuilt from the backups."""
+
+import time
+
+from invoke import task
+
+from swarmhub import settings as env_settings
+from swarmhub.runbook.session import run_steps
+from swarmhub.steps import recover
+from tasks.cluster import login_hint
+
+
+@task(
+    help={
+        "at": "the snapshot to restore (default: the latest; see backup.list)",
+        "force": "restore over a hub that is up with users (its database is put aside)",
+    }
+)
+def hub(c, at=None, force=False):
+    """Rebuild a lost hub onto a new, bare VM of the same name: the runbook, and the snapshot.
+
+    The hub's secrets, database and every home come back from the latest snapshot (or --at),
+    then the hub starts on them; the nodes leave the old swarm and join the new one. The
+    repository's password comes from this machine's copy (.swarmhub/<env>/). Refused when the
+    hub is up with users (--force). See docs/recovery.md."""
+    settings = env_settings.load()
+    steps = recover.recovery_steps(at, force)
+    started = time.monotonic()
+    session = run_steps(settings, steps, command="recover.hub")
+    restored = session.results.get(("recover.restore", settings.hub_host))
+    if restored:
+        print(str(restored).strip())
+    minutes, seconds = divmod(int(time.monotonic() - started), 60)
+    print(f"{settings.hub_host} recovered in {minutes} min {seconds} s")
+    print(login_hint(settings))
