@@ -14,6 +14,18 @@ from traitlets.config import Config
 
 from swarmhub.steps import hub
 
+
+@pytest.fixture(autouse=True)
+def provisioner_secrets_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backup secrets a step makes on the provisioner go to the test's own directory, not
+    into the checkout's .swarmhub/ (replayed facts make a password and a key there)."""
+    from swarmhub import backup_secrets
+    from swarmhub.steps import backup
+
+    monkeypatch.setattr(backup_secrets, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.setattr(backup, "PROJECT_ROOT", tmp_path / "project")  # the paths it shows
+
+
 HUB_MODULE = "swarmhub_spawner"  # the name jupyterhub_config.py imports it by, on the hub
 SERVER_FIREWALL = "table inet swarmhub_server {}\n"  # what the config hands every server
 
