@@ -1,8 +1,8 @@
 """Backups off the hub with restic: encrypted in an SFTP repository on a backup host of the env
 file, deduplicated, restored as before, and an unreachable backup host said in one line.
 
-Runs on a sandbox whose env file sets BACKUP_TARGET (tests/e2e/sandbox-h17.env):
-SWARMHUB_E2E_ENV=tests/e2e/sandbox-h17.env .venv/bin/pytest -m e2e tests/e2e/test_5b_restic.py
+Runs on a sandbox whose env file sets BACKUP_TARGET (tests/e2e/backup.env):
+SWARMHUB_E2E_ENV=tests/e2e/backup.env .venv/bin/pytest -m e2e tests/e2e/test_5b_restic.py
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.e2e.conftest import CERT_FILE, PROXY, SETTINGS, on_hub, student
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (sandbox-h17)"
+        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)"
     ),
 ]
 

@@ -2,7 +2,7 @@
 made by sandbox.up, and `invoke recover.hub` brings everything back from the backup host.
 
 Destructive (the hub is rebuilt, its images built again: minutes): run on a sandbox of its
-own whose env sets BACKUP_TARGET, e.g. SWARMHUB_E2E_ENV=tests/e2e/sandbox-h17.env
+own whose env sets BACKUP_TARGET, e.g. SWARMHUB_E2E_ENV=tests/e2e/backup.env
 .venv/bin/pytest -m e2e tests/e2e/test_5d_recover.py
 """
 
@@ -32,7 +32,7 @@ from tests.e2e.conftest import (
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (sandbox-h17)"
+        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)"
     ),
 ]
 

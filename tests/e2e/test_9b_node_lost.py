@@ -2,9 +2,8 @@
 spawner's poll reads the swarm's node states), a student coming back gets a new server on
 another node with her files, and when the node returns nobody has two servers.
 
-Destructive for a node (docker kill of its VM, brought back by sandbox.up): run on a sandbox
-of its own, e.g. SWARMHUB_E2E_ENV=tests/e2e/sandbox-h17.env .venv/bin/pytest -m e2e
-tests/e2e/test_5c_node_lost.py
+Destructive for a node (docker kill of its VM, brought back by sandbox.up): it runs near the
+end of the suite, after the bootcamp's walkthrough, before the sandbox goes down.
 """
 
 from __future__ import annotations
