@@ -30,9 +30,12 @@ def add(c, host, plan=False, restart_nodes=False):
     )
 
 
-@task(positional=["host"], help={"evict": "also move the servers running there to other nodes"})
+@task(
+    positional=["host"],
+    help={"evict": "also stop the servers running there (they start again on other nodes)"},
+)
 def drain(c, host, evict=False):
-    """Stop new servers landing on a node (--evict: move its running servers away too)."""
+    """Stop new servers landing on a node (--evict: stop its running servers too)."""
     step = nodes.availability_step("nodes.drain", "drain" if evict else "pause", host)
     run_steps(env_settings.load(), [step], command=f"nodes.drain {host}")
 

@@ -202,6 +202,16 @@ class NodeStates:
         return self.states.get(node_id)
 
 
+def task_address(task: dict[str, Any] | None, network: str) -> str:
+    """The task's address on ``network`` ('' when it has none yet)."""
+    for attachment in (task or {}).get("NetworksAttachments") or []:
+        if attachment.get("Network", {}).get("Spec", {}).get("Name") != network:
+            continue
+        for address in attachment.get("Addresses") or []:
+            return address.split("/")[0]
+    return ""
+
+
 def lost_node(node: tuple[str, str] | None) -> str:
     """Why a server whose task runs on ``node`` is gone ('' when its node is ready)."""
     if node is None:
@@ -275,12 +285,9 @@ class CourseSwarmSpawner(SwarmSpawner):
         name: the hub's resolver (aiohttp with aiodns: c-ares caches an answer for its TTL,
         600 s from Docker's DNS) would keep a restarted server's old address for minutes, and
         a server started again (on another node, after its node died) would never answer."""
-        task = await self.get_task()
-        for attachment in (task or {}).get("NetworksAttachments") or []:
-            if attachment.get("Network", {}).get("Spec", {}).get("Name") != self.network_name:
-                continue
-            for address in attachment.get("Addresses") or []:
-                return address.split("/")[0], self.port
+        address = task_address(await self.get_task(), self.network_name)
+        if address:
+            return address, self.port
         return await super().get_ip_and_port()
 
     async def poll(self) -> Any:
@@ -299,6 +306,16 @@ class CourseSwarmSpawner(SwarmSpawner):
         node_id = (task or {}).get("NodeID")
         if not node_id:
             return None
+        # A task the swarm replaced (nodes.drain --evict) answers at another address than
+        # the one the hub routes to: the server is stopped, and its student's next start
+        # makes a new one (files kept), rather than a route to nothing.
+        address = task_address(task, self.network_name)
+        routed = getattr(self.server, "ip", "") if self.server is not None else ""
+        if address and routed and address != routed:
+            self.log.warning(
+                "server of %s moved to %s (routed to %s)", self.user.name, address, routed
+            )
+            return f"moved: now at {address}, routed to {routed}"
         try:
             why = lost_node(await self.node_states.of(self, node_id))
         except Exception as error:  # the swarm did not answer: the server is not known gone

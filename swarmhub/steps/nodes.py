@@ -15,10 +15,11 @@ from swarmhub.runbook.session import Step, StepContext
 from swarmhub.steps import swarm
 
 # Swarm's availability: "pause" takes no new tasks and keeps the running ones; "drain" also
-# moves the running ones elsewhere (a student's server restarts on another node).
+# stops the running ones (servers never restart by themselves: the hub sees them gone, and a
+# student's next start lands on another node, her files kept).
 AVAILABILITY = {
     "pause": "takes no new servers",
-    "drain": "moves its servers away",
+    "drain": "stops its servers (they start again elsewhere)",
     "active": "takes new servers",
 }
 

@@ -25,7 +25,8 @@ from tests.e2e.conftest import CERT_FILE, PROXY, SETTINGS, on_hub, student
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)"
+        not SETTINGS.backup_target,
+        reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)",
     ),
 ]
 

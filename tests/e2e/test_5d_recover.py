@@ -32,7 +32,8 @@ from tests.e2e.conftest import (
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
-        not SETTINGS.backup_target, reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)"
+        not SETTINGS.backup_target,
+        reason="needs an env file with BACKUP_TARGET (tests/e2e/backup.env)",
     ),
 ]
 

@@ -317,3 +317,29 @@ def test_a_server_on_a_dead_node_is_gone_at_the_next_poll(
     assert type(spawner).lost_nodes.pop("Bob") == "its node node-1 is down"
     assert node_lost_poll(hub_spawner(config), "running", []) == "gone: its node left the swarm"
     assert node_lost_poll(hub_spawner(config), "failed", ready) is not None  # as before
+
+
+def test_a_server_the_swarm_moved_is_stopped_not_routed_to_nothing(
+    tmp_path: Path, load_hub_config: Callable[[str], Config]
+) -> None:
+    config = load_hub_config(hub_env(tmp_path))
+    spawner = hub_spawner(config)
+    ready = [{"ID": "n1", "Description": {"Hostname": "node-1"}, "Status": {"State": "ready"}}]
+    moved = {"Network": {"Spec": {"Name": "n"}}, "Addresses": ["10.250.8.9/21"]}
+
+    async def get_task() -> dict:
+        return {"NodeID": "n1", "Status": {"State": "running"}, "NetworksAttachments": [moved]}
+
+    async def get_object() -> dict:
+        return {"ID": "s1"}
+
+    async def docker(method: str, *args: object, **kwargs: object) -> object:
+        return ready
+
+    spawner.get_task, spawner.get_object, spawner.docker = get_task, get_object, docker
+    spawner.object_id = "s1"
+    type(spawner).node_states.read_at = float("-inf")
+    spawner.server = SimpleNamespace(ip="10.250.8.5")
+    assert asyncio.run(spawner.poll()) == "moved: now at 10.250.8.9, routed to 10.250.8.5"
+    spawner.server = SimpleNamespace(ip="10.250.8.9")
+    assert asyncio.run(spawner.poll()) is None
