@@ -53,7 +53,8 @@ c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}  # no IPVS needed
 c.SwarmSpawner.mem_limit = int(env["USER_MEM_LIMIT"])
 c.SwarmSpawner.mem_guarantee = int(env.get("USER_MEM_GUARANTEE") or env["USER_MEM_LIMIT"])
 c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
-c.SwarmSpawner.remove = True
+# No `remove` setting: SwarmSpawner always removes a stopped server's service (a class
+# attribute, not a trait; setting it only logged "Config option `remove` not recognized").
 # A node lost: the hub decides (CourseSwarmSpawner.poll reads the swarm's node states every
 # poll_interval), the swarm never restarts a server elsewhere by itself, so no student ever
 # has two. With the swarm's 2 s heartbeat (swarm.manage), a dead node's servers are known
