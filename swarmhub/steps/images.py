@@ -11,6 +11,7 @@ from pathlib import Path
 
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
+from swarmhub.profiles import Profile
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import build_once_command, debootstrap_base_command
 from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
@@ -18,7 +19,7 @@ from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import DEFAULT_SERIES, JUPYTERHUB_SERIES, PROJECT_ROOT, Settings
 from swarmhub.steps.docker_engine import registry_address
-from swarmhub.templates import serialize
+from swarmhub.templates import render, serialize
 
 IMAGES_DIR = PROJECT_ROOT / "images"
 IMAGE_NAMES = ("hub", "user")
@@ -143,6 +144,119 @@ def chp_ref(settings: Settings) -> str:
     return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
 
 
+# --- course packages: a thin layer on the user image, one content-addressed tag each ---
+
+COURSE_DOCKERFILE = "images/course.Dockerfile"  # templates/images/
+COURSE_HISTORY = "images/course-history"  # under HUB_DIR: "<profile> <tag>", one a build
+
+
+def course_files(profile: Profile) -> dict[str, bytes]:
+    """The build context of a profile's course layer."""
+    return {
+        "Dockerfile": render(COURSE_DOCKERFILE).encode(),
+        "requirements.txt": profile.pip.encode(),
+        "apt.txt": "".join(f"{name}\n" for name in profile.apt).encode(),
+    }
+
+
+def course_repository(settings: Settings) -> str:
+    return f"{registry_address(settings)}/{settings.user_image}-course"
+
+
+def course_tag(settings: Settings, profile: Profile) -> str:
+    """Changes with the user image it is built on and with the course's packages; two
+    profiles with the same packages share one tag."""
+    base = image_ref(settings, "user").encode()
+    return build_digest(settings, {"FROM": base, **course_files(profile)})
+
+
+def built_course_ref(settings: Settings, profile: Profile) -> str:
+    """The tag the profile's packages as they are now make (built unless pinned)."""
+    return f"{course_repository(settings)}:{course_tag(settings, profile)}"
+
+
+def profile_ref(settings: Settings, profile: Profile) -> str:
+    """The image a profile's new servers start on: a published image as it is named, the
+    user image, or the course layer's tag (the one IMAGE_PINS names, else the current)."""
+    if profile.image:
+        return profile.image
+    if not profile.has_packages:
+        return image_ref(settings, "user")
+    pin = settings.image_pins.get(profile.name)
+    return f"{course_repository(settings)}:{pin}" if pin else built_course_ref(settings, profile)
+
+
+def offered_refs(settings: Settings) -> list[str]:
+    """Every image the hub offers (once each, in the profiles' order), the user image first:
+    the base of every course layer, so a node pulls only a course's own layers."""
+    refs = [image_ref(settings, "user")]
+    for profile in settings.profile_set().profiles:
+        ref = profile_ref(settings, profile)
+        if ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def served_by_us(settings: Settings, ref: str) -> bool:
+    """The image comes from the hub's registry (not a published image)."""
+    return settings.image_source == "build" and ref.startswith(registry_address(settings) + "/")
+
+
+def course_lock_command(settings: Settings, ref: str, profile: Profile) -> str:
+    """The course layer's resolved versions, stored beside its tag on the hub
+    (HUB_DIR/images/<tag>.lock): pip's and the Debian packages'."""
+    tag = ref.rsplit(":", 1)[1]
+    lock = f"{settings.hub_dir}/images/{tag}.lock"
+    image = shlex.quote(ref)
+    dpkg = ""
+    if profile.apt:
+        names = " ".join(shlex.quote(name.split("=", 1)[0]) for name in profile.apt)
+        dpkg = (
+            f"; echo '# Debian'; docker run --rm --network none --entrypoint dpkg-query {image} "
+            f"-W -f '${{Package}}=${{Version}}\\n' {names}"
+        )
+    return (
+        f"mkdir -p {settings.hub_dir}/images && {{ echo '# pip'; docker run --rm --network none "
+        f"--entrypoint /opt/venv/bin/pip {image} freeze{dpkg}; }} > {lock}.new && "
+        f"mv {lock}.new {lock} && "
+        f"echo {shlex.quote(profile.name)} {tag} >> {settings.hub_dir}/{COURSE_HISTORY}"
+    )
+
+
+def ensure_course_images_built(ctx: StepContext, hub: HostView) -> Steps:
+    """Each profile's course layer exists on the hub (pinned ones are never rebuilt: the pin
+    is a tag images.build made before, held by the registry)."""
+    settings = ctx.settings
+    wanted: dict[str, Profile] = {}
+    for profile in settings.profile_set().profiles:
+        if not profile.has_packages:
+            continue
+        if profile.name in settings.image_pins:
+            yield Ok(f"profile {profile.name}: pinned to {profile_ref(settings, profile)}")
+            continue
+        wanted.setdefault(built_course_ref(settings, profile), profile)
+    for ref, profile in wanted.items():
+        if image_present(hub, ref):
+            yield Ok(f"course image of {profile.name}: {ref}")
+            continue
+        tag = ref.rsplit(":", 1)[1]
+        context = build_context(settings, "course", tag)
+        user = image_ref(settings, "user")
+        version = f"--build-arg JUPYTERHUB_VERSION={jupyterhub_version(settings)} "
+        command = build_command(ref, user, context, version)
+        yield Change(
+            f"built the course image of {profile.name} ({tag}) on {user.rsplit(':', 1)[1]}",
+            [
+                f"{build_once_command(ref, command)} || {{ echo 'building {ref} failed:' >&2; "
+                f"tail -n 15 {shlex.quote(context)}/build.log >&2; exit 1; }}",
+                course_lock_command(settings, ref, profile),
+                f"rm -rf {shlex.quote(context)}",
+            ],
+            files=[FileWrite.of(f"{context}/{f}", c) for f, c in course_files(profile).items()],
+            follow_up=False,  # the image is the fact: a build cut short leaves none
+        )
+
+
 def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     """chp's tag exists; it is made from the current hub image only when chp's files change."""
     ref = chp_ref(ctx.settings)
@@ -153,13 +267,14 @@ def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     yield Change(f"chp image {ref}", [f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}"])
 
 
-def build_command(ref: str, base: str, context: str) -> str:
-    """Build one image; its log goes to build.log in its context."""
+def build_command(ref: str, base: str, context: str, extra: str = "") -> str:
+    """Build one image (``extra``: more `docker build` options); its log goes to build.log
+    in its context."""
     # The legacy builder on host networking: nested containers reach DNS and the package
     # registries the way the host does.
     return (
         f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
-        f"--build-arg BASE={shlex.quote(base)} --tag {shlex.quote(ref)} . > build.log 2>&1"
+        f"--build-arg BASE={shlex.quote(base)} {extra}--tag {shlex.quote(ref)} . > build.log 2>&1"
     )
 
 
@@ -247,6 +362,7 @@ def build(ctx: StepContext, hub: HostView) -> Steps:
     yield from ensure_base_image(ctx, hub)
     yield from ensure_images_built(ctx, hub)
     yield from ensure_chp_image(ctx, hub)
+    yield from ensure_course_images_built(ctx, hub)
 
 
 def registry_has(hub: HostView, ref: str) -> bool:
@@ -294,14 +410,28 @@ def serve(ctx: StepContext, hub: HostView) -> Steps:
             )
         else:
             yield Ok("docker-registry running, config up to date")
-    ref = image_ref(settings, "user")
+    for ref in offered_refs(settings):
+        if served_by_us(settings, ref):
+            yield from ensure_pushed(ctx, hub, ref)
+
+
+def ensure_pushed(ctx: StepContext, hub: HostView, ref: str) -> Steps:
+    """The hub's registry holds ``ref`` (the user image or a course layer)."""
     if registry_has(hub, ref):
         yield Ok(f"registry holds {ref}")
         return
     if not image_present(hub, ref):
+        pinned = ref.split("/", 1)[1].startswith(f"{ctx.settings.user_image}-course:") and any(
+            ref.endswith(f":{tag}") for tag in ctx.settings.image_pins.values()
+        )
+        if pinned:
+            raise SwarmhubError(
+                f"{hub.name}: IMAGE_PINS names {ref.rsplit(':', 1)[1]}, which neither the hub nor "
+                "its registry holds: pin a tag `invoke images.rollback` lists, or remove the pin"
+            )
         if not ctx.changes_pending:
-            raise SwarmhubError(f"{hub.name}: the user image {ref} is not built: run images.build")
-        yield Later(f"the user image {ref}: built by images.build first")
+            raise SwarmhubError(f"{hub.name}: the image {ref} is not built: run images.build")
+        yield Later(f"the image {ref}: built by images.build first")
     # The registry lists a tag only once its manifest, pushed last, is in: a push cut short
     # is pushed again.
     yield Change(f"pushed {ref} to the registry", [f"docker push -q {shlex.quote(ref)} >/dev/null"])
@@ -310,9 +440,14 @@ def serve(ctx: StepContext, hub: HostView) -> Steps:
 def pull(ctx: StepContext, node: HostView) -> Steps:
     """The node has the user image (and, with IMAGE_SOURCE=pull, so has the hub its own)."""
     settings = ctx.settings
-    names = ["user"] if "node" in node.roles else ["hub", "user"]
-    for name in names:
-        ref = image_ref(settings, name)
+    refs = {name: image_ref(settings, name) for name in ("hub", "user")}
+    if "node" in node.roles:
+        del refs["hub"]
+        # Every image a profile offers, so that no spawn waits for a pull: the hub offers an
+        # image only once every node has it (hub.deploy checks).
+        for ref in offered_refs(settings)[1:]:
+            refs[f"offered {ref.rsplit('/', 1)[-1]}"] = ref
+    for name, ref in refs.items():
         if image_present(node, ref):
             yield Ok(f"{name} image {ref}")
         else:
