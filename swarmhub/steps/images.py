@@ -474,3 +474,61 @@ PULL = Step(
     summary="every node has the user image",
     on_node_add="node",
 )
+
+
+# --- images.rollback: the previous course tag of each profile, read on the hub ---
+
+
+def previous_tag(history: list[str], current: str) -> str | None:
+    """The tag built before ``current`` in a profile's build history (oldest first), or the
+    newest other one when ``current`` is not in it (built before the history was kept)."""
+    tags = list(dict.fromkeys(history))  # each tag at its first build
+    if current in tags:
+        index = tags.index(current)
+        return tags[index - 1] if index > 0 else None
+    others = [tag for tag in tags if tag != current]
+    return others[-1] if others else None
+
+
+def rollback_targets(ctx: StepContext, hub: HostView) -> Steps:
+    """For each profile with course packages: (current tag, previous tag or None), refusing
+    a previous tag the registry lost or one built on another JupyterHub major. Read-only."""
+    settings = ctx.settings
+    history_file = f"{settings.hub_dir}/{COURSE_HISTORY}"
+    lines = hub.probe(f"cat {history_file} 2>/dev/null || true").stdout.splitlines()
+    wanted_major = jupyterhub_version(settings).split(".", 1)[0]
+    targets: dict[str, tuple[str, str | None]] = {}
+    for profile in settings.profile_set().profiles:
+        if not profile.has_packages:
+            continue
+        current = profile_ref(settings, profile).rsplit(":", 1)[1]
+        history = [line.split()[1] for line in lines if line.split()[:1] == [profile.name]]
+        previous = previous_tag(history, current)
+        if previous is not None:
+            ref = f"{course_repository(settings)}:{previous}"
+            if not registry_has(hub, ref):
+                raise SwarmhubError(
+                    f"{hub.name}: {profile.name}'s previous tag {previous} is gone from the "
+                    "registry: nothing to roll back to"
+                )
+            label = '{{index .Config.Labels "io.swarmhub.jupyterhub"}}'
+            built_on = hub.probe(
+                f"docker image inspect --format '{label}' {shlex.quote(ref)} 2>/dev/null"
+            ).stdout.strip()
+            if built_on and built_on.split(".", 1)[0] != wanted_major:
+                raise SwarmhubError(
+                    f"{profile.name}'s previous tag {previous} was built on JupyterHub "
+                    f"{built_on} and the hub runs JupyterHub {wanted_major}: its servers "
+                    "could not talk to the hub; no rollback across a major"
+                )
+        yield Ok(f"{profile.name}: offered {current}, before it {previous or 'nothing'}")
+        targets[profile.name] = (current, previous)
+    return targets
+
+
+ROLLBACK_TARGETS = Step(
+    name="images.rollback",
+    roles=frozenset({"hub"}),
+    apply=rollback_targets,
+    summary="the previous course tag of each profile",
+)

@@ -1,0 +1,229 @@
+"""Profiles and course packages changing during a term (issue 15), on a real sandbox: two
+profiles offered on the spawn page, each server with its profile's image (the one `docker
+service inspect` names), memory limit (read from the cgroup inside the server) and
+packages; a restricted profile refused through the REST API and a URL; a package added
+mid-term reaches new servers only, already on every node before the hub offers it (no pull
+during a spawn); images.rollback pinned in the env file, kept by later runs and a hub restart.
+
+Its own sandbox: `SWARMHUB_E2E_ENV=tests/e2e/sandbox-h15.env .venv/bin/pytest -m e2e
+tests/e2e/test_6b_profiles.py` (PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml; this
+test works on a copy of that folder). About 20 minutes from bare VMs, 12 on a deployed one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmhub.ports import HUB_API
+from swarmhub.student import Student
+from tests.cli import run
+from tests.e2e.conftest import HUB, NODE_LIST, env_with, on_hub, recap, student
+
+pytestmark = pytest.mark.e2e
+
+PROFILES = Path(__file__).resolve().parent / "profiles-h15"
+PROFILES_LINE = "PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml"
+MEMORY = "print(open('/sys/fs/cgroup/memory.max').read().strip())"
+HAS = "import importlib.util, shutil; print({m!r}, importlib.util.find_spec({m!r}) is not None)"
+
+
+def invoke(env_file: Path, *argv: str, ok: bool = True) -> str:
+    result = run("invoke", *argv, env_file=env_file, timeout=1800)
+    if ok:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    else:
+        assert result.returncode != 0, result.stdout[-3000:]
+    return result.stdout + result.stderr
+
+
+def on(env_file: Path, host: str, command: str) -> str:
+    result = run("fab", "-H", host, "--", command, env_file=env_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def has(who: Student, module: str) -> bool:
+    return who.run_code(HAS.format(m=module)).strip().endswith("True")
+
+
+def start(who: Student, profile: str | None) -> None:
+    """Start ``who``'s server with that profile (None: no choice given), through the API."""
+    body = {"profile": profile} if profile else None
+    answer = who.api("POST", f"/users/{who.name}/server", json=body)
+    assert answer.status_code in (201, 202), answer.text
+    who.start_server()
+
+
+def stop(who: Student) -> None:
+    who.stop_server()
+    deadline = time.monotonic() + 120
+    while who.api("GET", f"/users/{who.name}").json().get("servers"):
+        assert time.monotonic() < deadline, f"{who.name}'s server did not stop"
+        time.sleep(2)
+    time.sleep(3)  # its swarm service is removed just after
+
+
+def service_image(env_file: Path, name: str) -> str:
+    return on_hub(
+        env_file,
+        "docker service inspect --format "
+        f"'{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' jupyter-{name}",
+    ).split("@", 1)[0]
+
+
+def container_of(env_file: Path, name: str) -> tuple[str, str]:
+    """(node, container id) of ``name``'s server."""
+    for node in NODE_LIST:
+        found = on(
+            env_file,
+            node,
+            f"docker ps -q --no-trunc --filter label=com.docker.swarm.service.name=jupyter-{name}",
+        )
+        if found:
+            return node, found
+    raise AssertionError(f"no container of {name}")
+
+
+def offered(env_file: Path) -> dict[str, str]:
+    """Each profile's image as the hub offers it (its profiles.json)."""
+    data = json.loads(on_hub(env_file, "sudo cat /srv/swarmhub/profiles.json"))
+    return {p["name"]: p["image"] for p in data["profiles"]}
+
+
+def logged_in(name: str) -> Student:
+    who = student(name)
+    who.login()
+    return who
+
+
+@pytest.fixture(scope="module")
+def course(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sandbox with a copy of the profiles' folder, which the tests change."""
+    folder = tmp_path_factory.mktemp("course")
+    shutil.copytree(PROFILES, folder, dirs_exist_ok=True)
+    env = env_with(
+        cluster, folder, "course.env", (PROFILES_LINE, f"PROFILES_FILE={folder}/profiles.toml")
+    )
+    invoke(env, "cluster.all")
+    yield env
+    for name in ("alice", "bob", "carol", "dave"):
+        logged_in(name).stop_server()
+
+
+def test_the_spawn_page_offers_the_profiles_a_student_may_use(course: Path) -> None:
+    alice = logged_in("alice")
+    page = alice.http.get(f"{alice.base_url}/hub/spawn", timeout=60)
+    assert page.status_code == 200
+    assert 'value="python"' in page.text and 'value="bigger"' in page.text
+    assert 'value="ta"' not in page.text  # carol's group only
+    carol = logged_in("carol")
+    assert 'value="ta"' in carol.http.get(f"{carol.base_url}/hub/spawn", timeout=60).text
+
+
+def test_each_profile_has_its_image_memory_and_packages(course: Path) -> None:
+    images = offered(course)
+    alice, bob = logged_in("alice"), logged_in("bob")
+    start(alice, "bigger")
+    assert service_image(course, "alice") == images["bigger"]
+    assert alice.run_code(MEMORY).strip() == str(1024**3)
+    assert has(alice, "tabulate")
+    assert alice.run_code("import shutil; print(shutil.which('tree'))").strip() == "/usr/bin/tree"
+    start(bob, None)  # no choice: the first profile
+    assert service_image(course, "bob") == images["python"]
+    assert bob.run_code(MEMORY).strip() == str(512 * 1024**2)
+    assert not has(bob, "tabulate")
+
+
+def test_a_restricted_profile_is_refused_to_a_non_member(course: Path) -> None:
+    dave = logged_in("dave")
+    answer = dave.api("POST", "/users/dave/server", json={"profile": "ta"})
+    assert answer.status_code == 403, answer.text
+    assert "for the groups ta only" in answer.json()["message"]
+    time.sleep(3)
+    assert not dave.api("GET", "/users/dave").json().get("servers")
+    # The same through a URL (JupyterHub 6's opt- prefix): the form again, with the refusal.
+    page = dave.http.get(f"{dave.base_url}/hub/spawn?opt-profile=ta", timeout=60)
+    assert "for the groups ta only" in page.text
+    time.sleep(3)
+    assert not dave.api("GET", "/users/dave").json().get("servers")
+    assert not on_hub(course, "docker service ls -q --filter name=jupyter-dave")
+    carol = logged_in("carol")
+    start(carol, "ta")
+    assert carol.run_code("print('ok')").strip() == "ok"
+    stop(carol)
+
+
+def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None:
+    alice, bob = logged_in("alice"), logged_in("bob")
+    node, container = container_of(course, "alice")
+    before = offered(course)["bigger"]
+    requirements = course.parent / "bigger-requirements.txt"
+    requirements.write_text(requirements.read_text() + "humanize==4.12.3\n")
+    # A TA removed from the profiles file loses the group (synced both ways).
+    profiles = requirements.with_name("profiles.toml")
+    profiles.write_text(profiles.read_text().replace('ta = ["carol"]', "ta = []"))
+    # Built, but not on the nodes yet: the hub refuses to offer it.
+    invoke(course, "images.build")
+    refused = invoke(course, "hub.deploy", ok=False)
+    assert "run `invoke images.distribute` first" in refused
+    assert offered(course)["bigger"] == before
+    invoke(course, "cluster.all")
+    after = offered(course)["bigger"]
+    assert after != before and after.rsplit(":", 1)[0] == before.rsplit(":", 1)[0]
+    for each in NODE_LIST:
+        on(course, each, f"docker image inspect {after} >/dev/null")
+    # alice's server: the same container, the same image, no new package.
+    assert container_of(course, "alice") == (node, container)
+    assert service_image(course, "alice") == before
+    assert has(alice, "tabulate") and not has(alice, "humanize")
+    # bob's new server has it, and no node pulled anything while it started.
+    stop(bob)
+    since = on_hub(course, "date +%s")
+    start(bob, "bigger")
+    until = on_hub(course, "date +%s")
+    assert service_image(course, "bob") == after
+    assert has(bob, "humanize")
+    for each in NODE_LIST:
+        events = on(
+            course,
+            each,
+            f"docker events --since {since} --until {int(until) + 1} "
+            "--filter type=image --filter event=pull",
+        )
+        assert not events, f"{each} pulled during bob's spawn: {events}"
+    admin = logged_in("admin")
+    assert "carol" not in admin.api("GET", "/groups/ta").json()["users"]
+
+
+def test_rollback_is_pinned_in_the_env_file_and_sticks(course: Path) -> None:
+    current = offered(course)["bigger"]
+    out = invoke(course, "images.rollback", "--profile", "bigger")
+    pin = re.search(r"^IMAGE_PINS=bigger=([0-9a-f]{12})$", course.read_text(), re.M)
+    assert pin, out
+    assert offered(course)["bigger"].endswith(f":{pin.group(1)}") and pin.group(1) not in current
+    bob = logged_in("bob")
+    stop(bob)
+    start(bob, "bigger")
+    assert service_image(course, "bob").endswith(f":{pin.group(1)}")
+    assert has(bob, "tabulate") and not has(bob, "humanize")
+    invoke(course, "cluster.all")
+    second = invoke(course, "cluster.all")
+    assert all(changed == 0 for _, changed, _ in recap(second).values()), second[-3000:]
+    on_hub(course, "docker restart jupyterhub")
+    deadline = time.monotonic() + 120
+    while run(
+        "fab", "-H", HUB, "--", f"curl -fsS -o /dev/null {HUB_API}/", env_file=course
+    ).returncode:
+        assert time.monotonic() < deadline, "the hub did not come back"
+        time.sleep(2)
+    assert offered(course)["bigger"].endswith(f":{pin.group(1)}")
+    stop(bob)
+    start(bob, "bigger")
+    assert service_image(course, "bob").endswith(f":{pin.group(1)}")
