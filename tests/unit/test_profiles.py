@@ -1,0 +1,279 @@
+"""Profiles (issue 15): the profiles file's one-line refusals, the course layer's tags, the
+pin, what the hub offers and refuses (the real JupyterHub config and spawner), and the
+decisions the facts alone do not show (a node without an offered image, the rollback's
+previous tag). Checked end to end by tests/e2e/test_6b_profiles.py on a sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from swarmhub import settings
+from swarmhub.errors import SwarmhubError
+from swarmhub.steps import hub, images
+from tests.unit.test_hubside import hub_env
+
+TWO = """\
+[groups]
+ta = ["carol"]
+
+[[profile]]
+name = "python"
+display_name = "Python"
+mem_limit = "512M"
+cpu_limit = 0.5
+
+[[profile]]
+name = "bigger"
+mem_limit = "1G"
+mem_guarantee = "512M"
+pip = "req.txt"
+groups = ["ta"]
+"""
+
+
+def course(tmp_path: Path, profiles: str = TWO, extra: str = "", req: str = "tabulate\n"):
+    (tmp_path / "req.txt").write_text(req)
+    (tmp_path / "profiles.toml").write_text(profiles)
+    env_file = tmp_path / "course.env"
+    env_file.write_text(
+        "HUB_HOST=hub\nNODE_HOSTS=n1,n2\nPROXY_HOST=proxy\n"
+        f"PROFILES_FILE={tmp_path}/profiles.toml\n{extra}"
+    )
+    return settings.load(str(env_file))
+
+
+def refused(tmp_path: Path, profiles: str, **kwargs: str) -> str:
+    with pytest.raises(SwarmhubError) as caught:
+        course(tmp_path, profiles, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_two_profiles_read(tmp_path: Path) -> None:
+    loaded = course(tmp_path).profile_set()
+    python, bigger = loaded.profiles
+    assert (python.mem_limit, python.mem_guarantee, python.cpu_limit) == (512 * 2**20,) * 2 + (0.5,)
+    assert (bigger.mem_limit, bigger.mem_guarantee) == (2**30, 512 * 2**20)
+    assert bigger.pip == "tabulate\n" and bigger.groups == ("ta",)
+    assert loaded.groups == {"ta": ("carol",)}
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (("cpu_limit = 0.5", 'cpu_limit = 0.5\nmemory = "1G"'), "unknown key 'memory'"),
+        (('name = "bigger"', 'name = "python"'), "two profiles are named 'python'"),
+        (('mem_limit = "1G"', 'mem_limit = "1 gig"'), "profile 'bigger': mem_limit='1 gig'"),
+        (('mem_limit = "1G"', 'mem_limit = "256M"'), "mem_guarantee is above mem_limit"),
+        (('groups = ["ta"]', 'groups = ["tas"]'), "allowed group 'tas' exists nowhere"),
+        (('pip = "req.txt"', 'pip = "nope.txt"'), "pip=nope.txt"),
+        (("[groups]", "[group]"), "unknown key 'group'"),
+        (("cpu_limit = 0.5", 'cpu_limit = "half"'), "cpu_limit='half'"),
+    ],
+)
+def test_a_bad_profiles_file_is_one_line(
+    tmp_path: Path, change: tuple[str, str], said: str
+) -> None:
+    assert said in refused(tmp_path, TWO.replace(*change))
+
+
+def test_a_published_image_takes_no_packages(tmp_path: Path) -> None:
+    text = TWO.replace('pip = "req.txt"', 'pip = "req.txt"\nimage = "example.org/r:1"')
+    assert "a published image takes no course packages" in refused(tmp_path, text)
+
+
+def test_a_pin_names_a_profile_with_packages(tmp_path: Path) -> None:
+    assert "IMAGE_PINS pins python, which has no course packages" in refused(
+        tmp_path, TWO, extra="IMAGE_PINS=python=0123456789ab\n"
+    )
+    assert "write profile=tag" in refused(tmp_path, TWO, extra="IMAGE_PINS=bigger\n")
+
+
+def test_the_course_tag_follows_the_packages_and_the_pin(tmp_path: Path) -> None:
+    loaded = course(tmp_path)
+    bigger = loaded.profile_set().named("bigger")
+    first = images.profile_ref(loaded, bigger)
+    assert first.startswith("hub:5000/swarmhub/user-course:")
+    assert images.profile_ref(loaded, loaded.profile_set().named("python")) == (
+        images.image_ref(loaded, "user")
+    )
+    again = course(tmp_path, req="tabulate\nhumanize\n")
+    second = images.profile_ref(again, again.profile_set().named("bigger"))
+    assert second != first
+    tag = first.rsplit(":", 1)[1]
+    pinned = course(tmp_path, req="tabulate\nhumanize\n", extra=f"IMAGE_PINS=bigger={tag}\n")
+    assert images.profile_ref(pinned, pinned.profile_set().named("bigger")) == first
+    assert images.offered_refs(pinned) == [images.image_ref(pinned, "user"), first]
+
+
+def test_the_previous_tag() -> None:
+    assert images.previous_tag(["a", "b", "c"], "c") == "b"
+    assert images.previous_tag(["a", "b", "c"], "b") == "a"  # pinned to b: one more back
+    assert images.previous_tag(["a"], "a") is None
+    assert images.previous_tag(["a", "b", "a"], "b") == "a"
+    assert images.previous_tag(["a", "b"], "x") == "b"  # built before the history was kept
+
+
+def test_the_hub_offers_an_image_only_once_every_node_holds_it(tmp_path: Path) -> None:
+    loaded = course(tmp_path)
+    ref = images.offered_refs(loaded)[1]
+    held = {"n1": True, "n2": False}
+
+    def view(name: str) -> object:
+        return SimpleNamespace(name=name, probe=lambda command: SimpleNamespace(ok=held[name]))
+
+    ctx = SimpleNamespace(settings=loaded, view=view, changes_pending=False)
+    with pytest.raises(SwarmhubError, match=r"n2 lacks .* run `invoke images.distribute` first"):
+        list(hub.check_nodes_hold(ctx))
+    ctx.changes_pending = True  # images.pull runs first in this run
+    assert [type(d).__name__ for d in hub.check_nodes_hold(ctx)] == ["Later"]
+    held["n2"] = True
+    assert [d.message for d in hub.check_nodes_hold(ctx)] == [
+        f"every node holds {ref.rsplit('/', 1)[-1]}"
+    ]
+
+
+def test_profiles_json_has_each_profiles_image_and_the_groups(tmp_path: Path) -> None:
+    loaded = course(tmp_path)
+    data = json.loads(hub.profiles_json(loaded))
+    assert [p["image"] for p in data["profiles"]] == images.offered_refs(loaded)
+    assert data["groups"] == {"ta": ["carol"]}
+    assert "PROFILES=/srv/jupyterhub/profiles.json" in hub.hub_settings_env(loaded)
+    assert "./profiles.json:/srv/jupyterhub/profiles.json:ro" in hub.render_compose(loaded)
+
+
+def test_without_a_profiles_file_nothing_changes_on_the_hub(tmp_path: Path) -> None:
+    env_file = tmp_path / "plain.env"
+    env_file.write_text("HUB_HOST=hub\nNODE_HOSTS=n1,n2\nPROXY_HOST=proxy\n")
+    loaded = settings.load(str(env_file))
+    assert "PROFILES" not in hub.hub_settings_env(loaded)
+    assert "profiles.json" not in hub.render_compose(loaded)
+    assert images.offered_refs(loaded) == [images.image_ref(loaded, "user")]
+
+
+# --- on the hub: the real config and spawner ---
+
+PROFILES_JSON = {
+    "profiles": [
+        {
+            "name": "python",
+            "display_name": "Python",
+            "description": "512M",
+            "image": "u:1",
+            "mem_limit": 512,
+            "mem_guarantee": 256,
+            "cpu_limit": 0.5,
+            "groups": [],
+        },
+        {
+            "name": "ta",
+            "display_name": "TA <b>",
+            "description": "",
+            "image": "u:2",
+            "mem_limit": 1024,
+            "mem_guarantee": 1024,
+            "cpu_limit": 1.0,
+            "groups": ["ta"],
+        },
+    ],
+    "groups": {"ta": ["carol"]},
+}
+
+
+def spawner_of(config: Config, name: str, groups: list[str], options: dict | None = None):
+    user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups])
+    spawner = config.JupyterHub.spawner_class(config=config, user=user)
+    spawner.user_options = options or {}
+    return spawner
+
+
+@pytest.fixture
+def profiled(tmp_path: Path, load_hub_config: Callable[[str], Config]) -> Config:
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps(PROFILES_JSON))
+    return load_hub_config(hub_env(tmp_path / "homes") + f"PROFILES={path}\n")
+
+
+def test_the_form_shows_the_profiles_a_user_may_use(profiled: Config) -> None:
+    carol = spawner_of(profiled, "carol", ["ta"])
+    form = asyncio.run(carol.get_options_form())
+    assert 'value="python"' in form and 'value="ta"' in form and "TA &lt;b&gt;" in form
+    dave = spawner_of(profiled, "dave", [])
+    assert asyncio.run(dave.get_options_form()) == ""  # one profile to use: no form
+    assert dave.run_options_from_form({"profile": ["ta"]}) == {"profile": "ta"}
+    assert dave.options_from_query({"profile": ["python"]}) == {"profile": "python"}
+
+
+def test_the_chosen_profile_sets_image_and_limits(profiled: Config) -> None:
+    carol = spawner_of(profiled, "carol", ["ta"], {"profile": "ta"})
+    carol.apply_profile()
+    assert (carol.image, carol.mem_limit, carol.mem_guarantee, carol.cpu_limit) == (
+        "u:2",
+        1024,
+        1024,
+        1.0,
+    )
+    plain = spawner_of(profiled, "bob", [])  # no choice: the first one open to them
+    plain.apply_profile()
+    assert (plain.image, plain.mem_limit, plain.mem_guarantee) == ("u:1", 512, 256)
+
+
+def test_a_profile_of_another_group_is_refused_before_anything_starts(profiled: Config) -> None:
+    dave = spawner_of(profiled, "dave", [], {"profile": "ta"})
+    with pytest.raises(Exception) as caught:
+        asyncio.run(dave.start())
+    assert caught.value.status_code == 403
+    assert "for the groups ta only" in caught.value.jupyterhub_message
+    assert dave.spawn_queue.starting == 0  # it took no turn
+    unknown = spawner_of(profiled, "dave", [], {"profile": "gpu"})
+    with pytest.raises(Exception) as caught:
+        unknown.apply_profile()
+    assert caught.value.status_code == 400 and "no profile 'gpu'" in caught.value.jupyterhub_message
+
+
+def test_the_groups_are_loaded_and_synced_by_a_service(profiled: Config) -> None:
+    assert profiled.JupyterHub.load_groups == {"ta": {"users": ["carol"]}}
+    services = {s["name"]: s for s in profiled.JupyterHub.services}
+    assert services["group-sync"]["command"][-1].endswith("swarmhub_spawner.py")
+    roles = {r["name"]: r for r in profiled.JupyterHub.load_roles}
+    assert roles["group-sync"]["services"] == ["group-sync"]
+
+
+def test_sync_removes_members_the_file_no_longer_lists(
+    profiled: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import swarmhub_spawner  # the config's, loaded by the fixture
+
+    calls = []
+
+    class Answer:
+        def __init__(self, body: object) -> None:
+            self.body = json.dumps(body).encode() if body is not None else b""
+
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def read(self) -> bytes:
+            return self.body
+
+    def urlopen(request, timeout: float) -> Answer:
+        calls.append((request.method, request.full_url, request.data))
+        if request.method == "GET":
+            return Answer({"name": "ta", "users": ["carol", "erin"]})
+        return Answer(None)
+
+    monkeypatch.setattr(swarmhub_spawner.urllib.request, "urlopen", urlopen)
+    done = swarmhub_spawner.sync_groups("http://hub/api/", "t", {"ta": ["carol"]})
+    assert done == ["ta: removed erin"]
+    assert calls[-1] == ("DELETE", "http://hub/api/groups/ta/users", b'{"users": ["erin"]}')
