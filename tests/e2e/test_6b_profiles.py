@@ -30,7 +30,14 @@ pytestmark = pytest.mark.e2e
 
 PROFILES = Path(__file__).resolve().parent / "profiles-h15"
 PROFILES_LINE = "PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml"
-MEMORY = "print(open('/sys/fs/cgroup/memory.max').read().strip())"
+# The server's memory limit, from its cgroup: v2 (memory.max) or v1 (the sandbox's VMs).
+MEMORY = """\
+import os
+for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    if os.path.exists(path):
+        print(open(path).read().strip())
+        break
+"""
 HAS = "import importlib.util, shutil; print({m!r}, importlib.util.find_spec({m!r}) is not None)"
 
 
@@ -61,13 +68,19 @@ def start(who: Student, profile: str | None) -> None:
     who.start_server()
 
 
-def stop(who: Student) -> None:
+def stop(env_file: Path, who: Student) -> None:
+    """Stop ``who``'s server and wait until its container is gone from every node: until
+    then its name may still resolve to it (dnsrr), and a new server of the same name would
+    not be reached (as in test_7b_isolation)."""
     who.stop_server()
     deadline = time.monotonic() + 120
     while who.api("GET", f"/users/{who.name}").json().get("servers"):
         assert time.monotonic() < deadline, f"{who.name}'s server did not stop"
         time.sleep(2)
-    time.sleep(3)  # its swarm service is removed just after
+    service = f"label=com.docker.swarm.service.name=jupyter-{who.name}"
+    while any(on(env_file, node, f"docker ps -aq --filter {service}") for node in NODE_LIST):
+        assert time.monotonic() < deadline, f"the container of {who.name}'s server is still there"
+        time.sleep(1)
 
 
 def service_image(env_file: Path, name: str) -> str:
@@ -112,9 +125,11 @@ def course(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         cluster, folder, "course.env", (PROFILES_LINE, f"PROFILES_FILE={folder}/profiles.toml")
     )
     invoke(env, "cluster.all")
+    for name in ("alice", "bob", "carol", "dave"):
+        stop(env, logged_in(name))
     yield env
     for name in ("alice", "bob", "carol", "dave"):
-        logged_in(name).stop_server()
+        stop(env, logged_in(name))
 
 
 def test_the_spawn_page_offers_the_profiles_a_student_may_use(course: Path) -> None:
@@ -157,7 +172,7 @@ def test_a_restricted_profile_is_refused_to_a_non_member(course: Path) -> None:
     carol = logged_in("carol")
     start(carol, "ta")
     assert carol.run_code("print('ok')").strip() == "ok"
-    stop(carol)
+    stop(course, carol)
 
 
 def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None:
@@ -184,7 +199,7 @@ def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None
     assert service_image(course, "alice") == before
     assert has(alice, "tabulate") and not has(alice, "humanize")
     # bob's new server has it, and no node pulled anything while it started.
-    stop(bob)
+    stop(course, bob)
     since = on_hub(course, "date +%s")
     start(bob, "bigger")
     until = on_hub(course, "date +%s")
@@ -209,7 +224,7 @@ def test_rollback_is_pinned_in_the_env_file_and_sticks(course: Path) -> None:
     assert pin, out
     assert offered(course)["bigger"].endswith(f":{pin.group(1)}") and pin.group(1) not in current
     bob = logged_in("bob")
-    stop(bob)
+    stop(course, bob)
     start(bob, "bigger")
     assert service_image(course, "bob").endswith(f":{pin.group(1)}")
     assert has(bob, "tabulate") and not has(bob, "humanize")
@@ -224,6 +239,6 @@ def test_rollback_is_pinned_in_the_env_file_and_sticks(course: Path) -> None:
         assert time.monotonic() < deadline, "the hub did not come back"
         time.sleep(2)
     assert offered(course)["bigger"].endswith(f":{pin.group(1)}")
-    stop(bob)
+    stop(course, bob)
     start(bob, "bigger")
     assert service_image(course, "bob").endswith(f":{pin.group(1)}")
