@@ -26,6 +26,7 @@ from swarmhub.steps.images import (
     image_present,
     image_ref,
     jupyterhub_version,
+    offered_history_command,
     offered_refs,
     profile_ref,
 )
@@ -366,9 +367,13 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     what.append("started " + ", ".join(stopped) if stopped else "compose up")
     # Compose recreates only the containers whose definition changed: the hub's config digest
     # label restarts the hub alone when its configuration changed; chp keeps its routes.
+    history = []
+    if any(p.endswith(f"/{PROFILES_JSON}") for p, _, _, _ in files):
+        # What images.rollback goes back along (nothing when no profile has packages).
+        history = [c for c in [offered_history_command(settings)] if c]
     yield Change(
         "hub stack: " + "; ".join(what),
-        [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull"],
+        [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull", *history],
         files=[FileWrite.of(p, c, mode=m) for p, c, m, _ in files],
         then=[hub_answers()],
         restarts="JupyterHub" if "jupyterhub" in running and (files or changed) else "",

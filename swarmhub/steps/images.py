@@ -147,7 +147,9 @@ def chp_ref(settings: Settings) -> str:
 # --- course packages: a thin layer on the user image, one content-addressed tag each ---
 
 COURSE_DOCKERFILE = "images/course.Dockerfile"  # templates/images/
-COURSE_HISTORY = "images/course-history"  # under HUB_DIR: "<profile> <tag>", one a build
+# Under HUB_DIR: "<profile> <tag>" each time hub.deploy offers a new profiles.json (oldest
+# first): what images.rollback goes back along.
+OFFERED_HISTORY = "images/offered"
 
 
 def course_files(profile: Profile) -> dict[str, bytes]:
@@ -218,9 +220,22 @@ def course_lock_command(settings: Settings, ref: str, profile: Profile) -> str:
     return (
         f"mkdir -p {settings.hub_dir}/images && {{ echo '# pip'; docker run --rm --network none "
         f"--entrypoint /opt/venv/bin/pip {image} freeze{dpkg}; }} > {lock}.new && "
-        f"mv {lock}.new {lock} && "
-        f"echo {shlex.quote(profile.name)} {tag} >> {settings.hub_dir}/{COURSE_HISTORY}"
+        f"mv {lock}.new {lock}"
     )
+
+
+def offered_history_command(settings: Settings) -> str:
+    """Append the course tags a new profiles.json offers to the history on the hub."""
+    lines = [
+        f"{p.name} {profile_ref(settings, p).rsplit(':', 1)[1]}"
+        for p in settings.profile_set().profiles
+        if p.has_packages
+    ]
+    if not lines:
+        return ""
+    history = f"{settings.hub_dir}/{OFFERED_HISTORY}"
+    quoted = " ".join(shlex.quote(line) for line in lines)
+    return f"mkdir -p {settings.hub_dir}/images && printf '%s\\n' {quoted} >> {history}"
 
 
 def ensure_course_images_built(ctx: StepContext, hub: HostView) -> Steps:
@@ -479,14 +494,16 @@ PULL = Step(
 # --- images.rollback: the previous course tag of each profile, read on the hub ---
 
 
-def previous_tag(history: list[str], current: str) -> str | None:
-    """The tag built before ``current`` in a profile's build history (oldest first), or the
-    newest other one when ``current`` is not in it (built before the history was kept)."""
-    tags = list(dict.fromkeys(history))  # each tag at its first build
-    if current in tags:
-        index = tags.index(current)
-        return tags[index - 1] if index > 0 else None
-    others = [tag for tag in tags if tag != current]
+def previous_tag(history: list[str], current: str, pinned: bool = False) -> str | None:
+    """The tag offered before ``current`` in a profile's history of offered tags (oldest
+    first): before its latest offering, or, when it is a pin (a rollback already), before
+    its first one (a second rollback goes further back). None: nothing before it."""
+    positions = [index for index, tag in enumerate(history) if tag == current]
+    if not positions:  # offered before the history was kept
+        others = [tag for tag in history if tag != current]
+        return others[-1] if others else None
+    before = history[: positions[0] if pinned else positions[-1]]
+    others = [tag for tag in before if tag != current]
     return others[-1] if others else None
 
 
@@ -494,7 +511,7 @@ def rollback_targets(ctx: StepContext, hub: HostView) -> Steps:
     """For each profile with course packages: (current tag, previous tag or None), refusing
     a previous tag the registry lost or one built on another JupyterHub major. Read-only."""
     settings = ctx.settings
-    history_file = f"{settings.hub_dir}/{COURSE_HISTORY}"
+    history_file = f"{settings.hub_dir}/{OFFERED_HISTORY}"
     lines = hub.probe(f"cat {history_file} 2>/dev/null || true").stdout.splitlines()
     wanted_major = jupyterhub_version(settings).split(".", 1)[0]
     targets: dict[str, tuple[str, str | None]] = {}
@@ -503,7 +520,7 @@ def rollback_targets(ctx: StepContext, hub: HostView) -> Steps:
             continue
         current = profile_ref(settings, profile).rsplit(":", 1)[1]
         history = [line.split()[1] for line in lines if line.split()[:1] == [profile.name]]
-        previous = previous_tag(history, current)
+        previous = previous_tag(history, current, profile.name in settings.image_pins)
         if previous is not None:
             ref = f"{course_repository(settings)}:{previous}"
             if not registry_has(hub, ref):

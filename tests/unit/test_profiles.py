@@ -116,10 +116,11 @@ def test_the_course_tag_follows_the_packages_and_the_pin(tmp_path: Path) -> None
 
 def test_the_previous_tag() -> None:
     assert images.previous_tag(["a", "b", "c"], "c") == "b"
-    assert images.previous_tag(["a", "b", "c"], "b") == "a"  # pinned to b: one more back
+    assert images.previous_tag(["a", "b", "c", "c"], "c") == "b"  # offered twice in a row
+    assert images.previous_tag(["a", "b", "a", "c"], "c") == "a"  # the one offered just before
+    assert images.previous_tag(["a", "b", "c", "b"], "b", pinned=True) == "a"  # further back
     assert images.previous_tag(["a"], "a") is None
-    assert images.previous_tag(["a", "b", "a"], "b") == "a"
-    assert images.previous_tag(["a", "b"], "x") == "b"  # built before the history was kept
+    assert images.previous_tag(["a", "b"], "x") == "b"  # offered before the history was kept
 
 
 def test_the_hub_offers_an_image_only_once_every_node_holds_it(tmp_path: Path) -> None:
