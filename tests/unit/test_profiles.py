@@ -278,3 +278,29 @@ def test_sync_removes_members_the_file_no_longer_lists(
     done = swarmhub_spawner.sync_groups("http://hub/api/", "t", {"ta": ["carol"]})
     assert done == ["ta: removed erin"]
     assert calls[-1] == ("DELETE", "http://hub/api/groups/ta/users", b'{"users": ["erin"]}')
+
+
+def test_rollback_writes_the_pin_in_the_env_file(tmp_path: Path) -> None:
+    from tasks.images import write_pins
+
+    env_file = tmp_path / "course.env"
+    env_file.write_text("HUB_HOST=hub\n# pins\nIMAGE_PINS=\nPROXY_HOST=p")
+    write_pins(env_file, {"lab": "0123456789ab"})
+    assert env_file.read_text() == "HUB_HOST=hub\n# pins\nIMAGE_PINS=lab=0123456789ab\nPROXY_HOST=p"
+    env_file.write_text("HUB_HOST=hub")
+    write_pins(env_file, {"lab": "0123456789ab", "ta": "ba9876543210"})
+    assert env_file.read_text() == "HUB_HOST=hub\nIMAGE_PINS=lab=0123456789ab,ta=ba9876543210\n"
+
+
+def test_a_pinned_profile_is_not_rebuilt(tmp_path: Path) -> None:
+    from tests.unit.fakehost import answering, declared, view_of
+
+    loaded = course(tmp_path)
+    tag = images.course_tag(loaded, loaded.profile_set().named("bigger"))
+    pinned = course(tmp_path, req="tabulate\nhumanize\n", extra=f"IMAGE_PINS=bigger={tag}\n")
+    hub_host = answering("hub", ("hub",), {}, {})
+    ctx = SimpleNamespace(settings=pinned)
+    done = declared(images.ensure_course_images_built(ctx, view_of(hub_host)))
+    assert [d.message for d in done] == [
+        f"profile bigger: pinned to hub:5000/swarmhub/user-course:{tag}"
+    ]
