@@ -15,6 +15,7 @@ from swarmhub_spawner import (
     home_maker,
     profile_form,
     profile_options,
+    system_resolver,
 )
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
@@ -36,6 +37,11 @@ c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://chp-internal:8001"
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+# JupyterHub 6's HTTP client (aiohttp) asks the system's resolver, which follows a restarted
+# server to its new address at once (system_resolver in swarmhub_spawner.py says why).
+RESOLVER = system_resolver()
+if RESOLVER is not None:
+    c.JupyterHubHTTPClient.connector_options = {"resolver": RESOLVER}
 
 
 # SPAWN_CONCURRENCY empty: 2 starts a node, following the nodes that take servers now
