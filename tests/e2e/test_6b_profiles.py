@@ -31,9 +31,8 @@ from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, SETTINGS, env_with, on
 pytestmark = pytest.mark.e2e
 
 PROFILES = Path(__file__).resolve().parent / "profiles-h15"
-# Names of this run's students: a server of a name used a few minutes before was seen
-# unreachable for minutes on the sandbox (the hub kept resolving its name to the old
-# server's address, dnsrr), so that every server here is its student's first.
+# Names of this run's students, so that every server here is its student's first, also when
+# the test runs again on a sandbox an earlier run left (no options remembered from then).
 RUN = "".join(random.choices(string.ascii_lowercase, k=4))
 ALICE, BOB, CAROL, DAVE = (f"{name}{RUN}" for name in ("alice", "bob", "carol", "dave"))
 # bob's servers after the package came, after the rollback, after the hub restarted
