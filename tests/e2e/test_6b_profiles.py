@@ -248,6 +248,22 @@ def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None
     assert CAROL not in admin.api("GET", "/groups/ta").json()["users"]
 
 
+def test_a_package_that_does_not_resolve_stops_the_build_and_keeps_the_image(
+    course: Path,
+) -> None:
+    offered_now = offered(course)["bigger"]
+    requirements = course.parent / "bigger-requirements.txt"
+    good = requirements.read_text()
+    requirements.write_text(good + "no-such-package-swarmhub-h15==1.0\n")
+    try:
+        failed = invoke(course, "cluster.all", ok=False)
+    finally:
+        requirements.write_text(good)
+    assert "building" in failed and "failed" in failed, failed[-3000:]
+    assert "no-such-package-swarmhub-h15" in failed, failed[-3000:]  # pip's own line
+    assert offered(course)["bigger"] == offered_now
+
+
 def test_rollback_is_pinned_in_the_env_file_and_sticks(course: Path) -> None:
     current = offered(course)["bigger"]
     out = invoke(course, "images.rollback", "--profile", "bigger")

@@ -304,3 +304,19 @@ def test_a_pinned_profile_is_not_rebuilt(tmp_path: Path) -> None:
     assert [d.message for d in done] == [
         f"profile bigger: pinned to hub:5000/swarmhub/user-course:{tag}"
     ]
+
+
+def test_a_bad_profiles_file_stops_a_run_before_any_host(tmp_path: Path) -> None:
+    from tests.cli import run
+    from tests.unit.test_cli_errors import one_error_line
+
+    (tmp_path / "profiles.toml").write_text(TWO.replace('name = "bigger"', 'name = "python"'))
+    (tmp_path / "req.txt").write_text("tabulate\n")
+    env_file = tmp_path / "course.env"
+    # Hosts that do not exist: the run must stop before it tries to reach one.
+    env_file.write_text(
+        "HUB_HOST=nohub\nNODE_HOSTS=nonode\nPROXY_HOST=noproxy\n"
+        f"PROFILES_FILE={tmp_path}/profiles.toml\n"
+    )
+    line = one_error_line(run("invoke", "cluster.all", env_file=env_file))
+    assert "two profiles are named 'python': rename one" in line
