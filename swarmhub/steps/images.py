@@ -259,11 +259,15 @@ def ensure_course_images_built(ctx: StepContext, hub: HostView) -> Steps:
         user = image_ref(settings, "user")
         version = f"--build-arg JUPYTERHUB_VERSION={jupyterhub_version(settings)} "
         command = build_command(ref, user, context, version)
+        log = f"{shlex.quote(context)}/build.log"
         yield Change(
             f"built the course image of {profile.name} ({tag}) on {user.rsplit(':', 1)[1]}",
             [
+                # A failure's last line (the one the run shows) is pip's or apt's own error
+                # when there is one ("No matching distribution found for ...").
                 f"{build_once_command(ref, command)} || {{ echo 'building {ref} failed:' >&2; "
-                f"tail -n 15 {shlex.quote(context)}/build.log >&2; exit 1; }}",
+                f'tail -n 15 {log} >&2; echo "building the course image of {profile.name} '
+                f"failed: $(grep -E '^(ERROR: |E: )' {log} | tail -n 1)\" >&2; exit 1; }}",
                 course_lock_command(settings, ref, profile),
                 f"rm -rf {shlex.quote(context)}",
             ],
