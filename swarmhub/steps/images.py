@@ -539,8 +539,8 @@ def rollback_targets(ctx: StepContext, hub: HostView) -> Steps:
             if built_on and built_on.split(".", 1)[0] != wanted_major:
                 raise SwarmhubError(
                     f"{profile.name}'s previous tag {previous} was built on JupyterHub "
-                    f"{built_on} and the hub runs JupyterHub {wanted_major}: its servers "
-                    "could not talk to the hub; no rollback across a major"
+                    f"{built_on} and the hub runs JupyterHub {jupyterhub_version(settings)}: "
+                    "its servers could not talk to the hub; no rollback across a major"
                 )
         yield Ok(f"{profile.name}: offered {current}, before it {previous or 'nothing'}")
         targets[profile.name] = (current, previous)

@@ -320,3 +320,31 @@ def test_a_bad_profiles_file_stops_a_run_before_any_host(tmp_path: Path) -> None
     )
     line = one_error_line(run("invoke", "cluster.all", env_file=env_file))
     assert "two profiles are named 'python': rename one" in line
+
+
+def rollback_targets(loaded: settings.Settings, answers: dict[str, str]) -> dict:
+    from tests.unit.fakehost import answering, view_of
+
+    body = images.rollback_targets(
+        SimpleNamespace(settings=loaded), view_of(answering("hub", ("hub",), answers, {}))
+    )
+    try:
+        while True:
+            next(body)
+    except StopIteration as done:
+        return done.value
+
+
+def test_rollback_goes_back_along_the_offered_tags(tmp_path: Path) -> None:
+    loaded = course(tmp_path)
+    current = images.profile_ref(loaded, loaded.profile_set().named("bigger")).rsplit(":", 1)[1]
+    answers = {
+        "cat /srv/swarmhub/images/offered": f"bigger 0123456789ab\nbigger {current}\n",
+        "tags/list": "",  # the registry holds it (the probe's exit code)
+        "docker image inspect": "6.1.1\n",
+    }
+    assert rollback_targets(loaded, answers) == {"bigger": (current, "0123456789ab")}
+    with pytest.raises(
+        SwarmhubError, match=r"built on JupyterHub 5\.5\.4 and the hub runs JupyterHub 6\.1\.1"
+    ):
+        rollback_targets(loaded, {**answers, "docker image inspect": "5.5.4\n"})
