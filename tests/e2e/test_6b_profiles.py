@@ -195,6 +195,14 @@ def test_a_restricted_profile_is_refused_to_a_non_member(course: Path) -> None:
     assert "for the groups ta only" in page.text
     time.sleep(3)
     assert not dave.api("GET", f"/users/{DAVE}").json().get("servers")
+    # And through the spawn form, posted with a profile it does not offer him.
+    dave.http.get(f"{dave.base_url}/hub/spawn", timeout=60)
+    form = dave.http.post(
+        f"{dave.base_url}/hub/spawn", data={"profile": "ta", "_xsrf": dave._xsrf()}, timeout=60
+    )
+    assert form.status_code == 403 and "for the groups ta only" in form.text
+    time.sleep(3)
+    assert not dave.api("GET", f"/users/{DAVE}").json().get("servers")
     assert not on_hub(course, f"docker service ls -q --filter name=jupyter-{DAVE}")
     carol = logged_in(CAROL)
     start(carol, "ta")
