@@ -256,6 +256,21 @@ class CourseSwarmSpawner(SwarmSpawner):
         groups = {group.name for group in self.user.groups}
         return [p for p in self.profiles if not p["groups"] or groups & set(p["groups"])]
 
+    def asked_now(self) -> bool:
+        """This start's request names a profile (the form, a URL's `opt-profile`, the REST
+        API's body), rather than JupyterHub reusing the options of the user's last start, as
+        it does when a start names none."""
+        request = getattr(getattr(self, "handler", None), "request", None)
+        if request is None:
+            return False
+        if "profile" in request.arguments or "opt-profile" in request.arguments:
+            return True
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return False
+        return isinstance(body, dict) and "profile" in body
+
     def chosen_profile(self) -> dict[str, Any]:
         """The profile user_options names (the form, `opt-profile=NAME` in a URL, or the REST
         API's {"profile": NAME}), or the first the user may use; a refusal otherwise."""
@@ -267,19 +282,29 @@ class CourseSwarmSpawner(SwarmSpawner):
             return usable[0]
         known = {p["name"]: p for p in self.profiles}
         if name not in known:
-            raise ProfileRefused(
+            refused = ProfileRefused(
                 f"There is no profile {name!r}: choose one of "
                 f"{', '.join(p['name'] for p in usable)}.",
                 status_code=400,
             )
-        if known[name] not in usable:
-            raise ProfileRefused(
+        elif known[name] not in usable:
+            refused = ProfileRefused(
                 f"The profile {name!r} is for the groups {', '.join(known[name]['groups'])} "
                 f"only, and {self.user.name} is in none of them: choose another profile, or "
                 "ask your course staff.",
                 status_code=403,
             )
-        return known[name]
+        else:
+            return known[name]
+        if self.asked_now():
+            raise refused
+        # Remembered from an earlier start: the profile is gone from the file, or the user
+        # left its group (a TA removed). With one profile left to them there is no form to
+        # choose again: refusing would keep them from any server.
+        self.log.warning(
+            "%s: %s; starting %s instead", self._log_name, refused.log_message, usable[0]["name"]
+        )
+        return usable[0]
 
     def apply_profile(self) -> dict[str, Any]:
         """The chosen profile's image and limits, for this start."""

@@ -264,10 +264,12 @@ def ensure_course_images_built(ctx: StepContext, hub: HostView) -> Steps:
             f"built the course image of {profile.name} ({tag}) on {user.rsplit(':', 1)[1]}",
             [
                 # A failure's last line (the one the run shows) is pip's or apt's own error
-                # when there is one ("No matching distribution found for ...").
+                # when there is one ("No matching distribution found for ..."), without the
+                # colour codes the legacy builder wraps a step's stderr in.
                 f"{build_once_command(ref, command)} || {{ echo 'building {ref} failed:' >&2; "
                 f'tail -n 15 {log} >&2; echo "building the course image of {profile.name} '
-                f"failed: $(grep -E '^(ERROR: |E: )' {log} | tail -n 1)\" >&2; exit 1; }}",
+                f"failed: $(sed 's/\\x1b\\[[0-9;]*m//g' {log} | grep -E '^(ERROR: |E: )' "
+                f'| tail -n 1)" >&2; exit 1; }}',
                 course_lock_command(settings, ref, profile),
                 f"rm -rf {shlex.quote(context)}",
             ],

@@ -189,10 +189,22 @@ PROFILES_JSON = {
 }
 
 
-def spawner_of(config: Config, name: str, groups: list[str], options: dict | None = None):
+def spawner_of(
+    config: Config,
+    name: str,
+    groups: list[str],
+    options: dict | None = None,
+    body: bytes | None = None,
+):
+    """A user's spawner, its options asked for by a REST API request with ``body`` (the
+    options as JSON by default; b"": a start naming none, JupyterHub reusing the last)."""
     user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups])
     spawner = config.JupyterHub.spawner_class(config=config, user=user)
     spawner.user_options = options or {}
+    request = SimpleNamespace(arguments={}, body=json.dumps(options or {}).encode())
+    if body is not None:
+        request.body = body
+    spawner.handler = SimpleNamespace(request=request)
     return spawner
 
 
@@ -238,6 +250,21 @@ def test_a_profile_of_another_group_is_refused_before_anything_starts(profiled: 
     with pytest.raises(Exception) as caught:
         unknown.apply_profile()
     assert caught.value.status_code == 400 and "no profile 'gpu'" in caught.value.jupyterhub_message
+
+
+def test_a_remembered_profile_the_user_lost_falls_back(profiled: Config) -> None:
+    # carol started "ta" last time, then left the group; this start names no profile, so
+    # JupyterHub reuses her last options: she gets the first profile open to her.
+    carol = spawner_of(profiled, "carol", [], {"profile": "ta"}, body=b"")
+    assert carol.apply_profile()["name"] == "python"
+    gone = spawner_of(profiled, "carol", [], {"profile": "gpu"}, body=b"")
+    assert gone.apply_profile()["name"] == "python"
+    # The same asked for through a URL is refused.
+    by_url = spawner_of(profiled, "carol", [], {"profile": "ta"}, body=b"")
+    by_url.handler.request.arguments = {"opt-profile": [b"ta"]}
+    with pytest.raises(Exception) as caught:
+        by_url.apply_profile()
+    assert caught.value.status_code == 403
 
 
 def test_the_groups_are_loaded_and_synced_by_a_service(profiled: Config) -> None:
