@@ -7,7 +7,7 @@ during a spawn); images.rollback pinned in the env file, kept by later runs and 
 
 Its own sandbox: `SWARMHUB_E2E_ENV=tests/e2e/sandbox-h15.env .venv/bin/pytest -m e2e
 tests/e2e/test_6b_profiles.py` (PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml; this
-test works on a copy of that folder). About 20 minutes from bare VMs, 12 on a deployed one.
+test works on a copy of that folder). About 8 minutes from bare VMs, 3 on a deployed one.
 """
 
 from __future__ import annotations
