@@ -5,9 +5,11 @@ packages; a restricted profile refused through the REST API and a URL; a package
 mid-term reaches new servers only, already on every node before the hub offers it (no pull
 during a spawn); images.rollback pinned in the env file, kept by later runs and a hub restart.
 
-Its own sandbox: `SWARMHUB_E2E_ENV=tests/e2e/sandbox-h15.env .venv/bin/pytest -m e2e
-tests/e2e/test_6b_profiles.py` (PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml; this
-test works on a copy of that folder). About 8 minutes from bare VMs, 3 on a deployed one.
+On the suite's sandbox (tests/e2e/sandbox.env), with an env file of its own made from it
+(env_with: PROFILES_FILE on a copy of tests/e2e/profiles/, no culling meanwhile); at its end
+the sandbox is as the suite's env file deploys it again (its hub.deploy: one profile, no
+form, no profiles' group left), the course images left on the nodes unused. About 4
+minutes on a deployed sandbox.
 """
 
 from __future__ import annotations
@@ -30,14 +32,13 @@ from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, SETTINGS, env_with, on
 
 pytestmark = pytest.mark.e2e
 
-PROFILES = Path(__file__).resolve().parent / "profiles-h15"
+PROFILES = Path(__file__).resolve().parent / "profiles"
 # Names of this run's students, so that every server here is its student's first, also when
 # the test runs again on a sandbox an earlier run left (no options remembered from then).
 RUN = "".join(random.choices(string.ascii_lowercase, k=4))
 ALICE, BOB, CAROL, DAVE = (f"{name}{RUN}" for name in ("alice", "bob", "carol", "dave"))
 # bob's servers after the package came, after the rollback, after the hub restarted
 BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART = (f"bob{RUN}{n}" for n in ("b", "c", "d"))
-PROFILES_LINE = "PROFILES_FILE=tests/e2e/profiles-h15/profiles.toml"
 # The server's memory limit, from its cgroup: v2 (memory.max) or v1 (the sandbox's VMs).
 MEMORY = """\
 import os
@@ -145,18 +146,39 @@ def logged_in(name: str) -> Student:
 
 @pytest.fixture(scope="module")
 def course(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The sandbox with a copy of the profiles' folder, which the tests change."""
+    """The suite's sandbox with profiles: its env file with PROFILES_FILE on a copy of the
+    profiles' folder, which the tests change, and no culling while servers wait across
+    cluster.all runs. Afterwards the suite's env file deploys the hub again."""
     folder = tmp_path_factory.mktemp("course")
     shutil.copytree(PROFILES, folder, dirs_exist_ok=True)
     profiles = folder / "profiles.toml"
     profiles.write_text(profiles.read_text().replace('ta = ["carol"]', f'ta = ["{CAROL}"]'))
     env = env_with(
-        cluster, folder, "course.env", (PROFILES_LINE, f"PROFILES_FILE={folder}/profiles.toml")
+        cluster,
+        folder,
+        "course.env",
+        ("CULL_TIMEOUT=60", f"CULL_TIMEOUT=3600\nPROFILES_FILE={profiles}"),
     )
-    invoke(env, "cluster.all")
-    yield env
+    try:
+        invoke(env, "cluster.all")
+        yield env
+    finally:
+        restore(cluster)
+
+
+def restore(cluster: Path) -> None:
+    """The sandbox as the suite's env file has it: this test's servers stopped, the profiles'
+    group gone (the hub keeps groups it no longer loads), the hub deployed from that file
+    (no PROFILES: one profile, no form; the culling of the suite). The course images stay on
+    the nodes and in the registry: nothing starts on them."""
     for name in (ALICE, BOB, CAROL, DAVE, BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART):
-        logged_in(name).stop_server()
+        stop(cluster, logged_in(name))
+    admin = logged_in("admin")
+    if admin.api("GET", "/groups/ta").status_code == 200:
+        gone = admin.api("DELETE", "/groups/ta")
+        assert gone.status_code in (200, 204), gone.text
+    invoke(cluster, "hub.deploy")
+    assert "PROFILES=" not in on_hub(cluster, "sudo cat /srv/swarmhub/hub.env")
 
 
 def test_the_spawn_page_offers_the_profiles_a_student_may_use(course: Path) -> None:
