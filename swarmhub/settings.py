@@ -339,6 +339,9 @@ SCHEMA: dict[str, Key] = {
     "IMAGE_PINS": Key(
         _image_pins, "", "profile=tag,...: servers start on that tag (images.rollback)"
     ),
+    "IMAGE_KEEP": Key(
+        _positive_int, "3", "course image tags kept a profile (images.prune), besides those in use"
+    ),
     "SPAWN_CONCURRENCY": Key(
         _optional_positive_int, "", "servers starting at once (others wait); empty: 2 a node"
     ),

@@ -6,6 +6,7 @@ With IMAGE_SOURCE=pull, published images are pulled instead."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from pathlib import Path
 
@@ -554,4 +555,156 @@ ROLLBACK_TARGETS = Step(
     roles=frozenset({"hub"}),
     apply=rollback_targets,
     summary="the previous course tag of each profile",
+)
+
+
+# --- images.prune: old course tags off the nodes, the hub and its registry ---
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def tags_to_keep(
+    history: list[tuple[str, str]],
+    profiles: list[str],
+    keep: int,
+    always: set[str],
+) -> set[str]:
+    """The course tags pruning keeps: of each profile (of ``profiles``) the ``keep`` tags it
+    offered last (``history``: (profile, tag), oldest first; a tag offered again, as by a
+    rollback, counts from its latest offering), and ``always`` (offered or built now, pinned,
+    used by a running server). A profile no longer in the file keeps only what ``always``
+    holds."""
+    kept = set(always)
+    for name in profiles:
+        recent: list[str] = []
+        for profile, tag in reversed(history):
+            if profile == name and tag not in recent:
+                recent.append(tag)
+        kept.update(recent[:keep])
+    return kept
+
+
+def kept_course_tags(ctx: StepContext) -> set[str]:
+    """The course tags kept (see tags_to_keep), read on the hub once a run."""
+    settings = ctx.settings
+
+    def compute() -> set[str]:
+        hub = ctx.view(settings.hub_host)
+        lines = hub.probe(
+            f"cat {settings.hub_dir}/{OFFERED_HISTORY} 2>/dev/null || true"
+        ).stdout.splitlines()
+        history = [(p[0], p[1]) for p in (line.split() for line in lines) if len(p) == 2]
+        repository = course_repository(settings) + ":"
+        always: set[str] = set()
+        with_packages = [p for p in settings.profile_set().profiles if p.has_packages]
+        for profile in with_packages:
+            for ref in (profile_ref(settings, profile), built_course_ref(settings, profile)):
+                always.add(ref.rsplit(":", 1)[1])
+        # Every image a service uses: a running server's, or one starting now.
+        services = hub.probe("docker service ls --format '{{.Image}}'").stdout.split()
+        for image in services:
+            ref = image.split("@", 1)[0]
+            if ref.startswith(repository):
+                always.add(ref[len(repository) :])
+        names = [p.name for p in with_packages]
+        return tags_to_keep(history, names, settings.image_keep, always)
+
+    return ctx.remember("course_tags_kept", compute)
+
+
+def local_course_tags(settings: Settings, host: HostView) -> list[str]:
+    """The course tags ``host``'s Docker holds."""
+    repository = course_repository(settings)
+    listed = host.probe(
+        f"docker image ls --format '{{{{.Tag}}}}' {shlex.quote(repository)} 2>/dev/null || true"
+    ).stdout.split()
+    return sorted(tag for tag in set(listed) if tag != "<none>")
+
+
+def registry_manifests(settings: Settings, hub: HostView, tags: list[str]) -> dict[str, str]:
+    """tag -> the digest of its manifest in the hub's registry (what a delete names)."""
+    repository = course_repository(settings).split("/", 1)[1]
+    base = f"http://127.0.0.1:{settings.registry_port}/v2/{repository}/manifests"
+    found = {}
+    for tag in tags:
+        head = hub.probe(
+            f"curl -fsSI -H 'Accept: {MANIFEST_V2}' {base}/{tag} "
+            "| sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p'",
+            sudo=False,
+        ).stdout.strip()
+        if head.startswith("sha256:"):
+            found[tag] = head
+    return found
+
+
+def registry_course_tags(settings: Settings, hub: HostView) -> list[str]:
+    repository = course_repository(settings).split("/", 1)[1]
+    listed = hub.probe(
+        f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/{repository}/tags/list "
+        "2>/dev/null || true",
+        sudo=False,
+    ).stdout.strip()
+    return sorted(set(re.findall(r'"([0-9a-f]{12})"', listed.partition('"tags"')[2])))
+
+
+def prune(ctx: StepContext, host: HostView) -> Steps:
+    """Old course tags removed, keeping IMAGE_KEEP a profile and every tag in use; on the hub
+    from its registry too, whose garbage collection then frees their layers."""
+    settings = ctx.settings
+    if settings.image_source == "pull":
+        yield Ok("IMAGE_SOURCE=pull: no course images to prune")
+        return
+    kept = kept_course_tags(ctx)
+    repository = course_repository(settings)
+    local = [tag for tag in local_course_tags(settings, host) if tag not in kept]
+    commands = []
+    if local:
+        refs = " ".join(shlex.quote(f"{repository}:{tag}") for tag in local)
+        commands.append(f"docker image rm {refs} >/dev/null")
+    what = [f"tags {', '.join(local)}"] if local else []
+    then = []
+    if "hub" in host.roles:
+        stale = [tag for tag in registry_course_tags(settings, host) if tag not in kept]
+        manifests = registry_manifests(settings, host, stale)
+        path = repository.split("/", 1)[1]
+        base = f"http://127.0.0.1:{settings.registry_port}/v2/{path}/manifests"
+        for tag in stale:
+            if tag in manifests:
+                commands.append(f"curl -fsS -X DELETE {base}/{manifests[tag]}")
+        if manifests:
+            # The registry's garbage collection frees the layers no manifest names any more.
+            # It runs here, after images.pull: nothing pulls then but a starting server's
+            # manifest check, which a node answers from its own copy for the seconds the
+            # registry is stopped.
+            commands.append(
+                "systemctl stop docker-registry && { docker-registry garbage-collect "
+                f"{REGISTRY_CONFIG_PATH} >/dev/null; status=$?; "
+                "systemctl start docker-registry; exit $status; }"
+            )
+            then.append(
+                Wait(
+                    "the registry answers",
+                    f"curl -fsS -o /dev/null http://127.0.0.1:{settings.registry_port}/v2/",
+                    timeout=20,
+                    interval=0.5,
+                )
+            )
+            what.append(f"from the registry {', '.join(t for t in stale if t in manifests)}")
+    if not commands:
+        yield Ok(f"course images: {len(kept)} tag(s) kept, none to prune")
+        return
+    yield Change(
+        f"pruned old course images: {'; '.join(what)} (IMAGE_KEEP={settings.image_keep}, "
+        f"{len(kept)} tag(s) kept)",
+        commands,
+        then=then,
+    )
+
+
+PRUNE = Step(
+    name="images.prune",
+    roles=frozenset({"hub", "node"}),
+    apply=prune,
+    parallel=True,
+    summary="old course image tags removed from the nodes, the hub and its registry",
 )

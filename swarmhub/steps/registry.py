@@ -38,6 +38,7 @@ RUNBOOK: tuple[Step, ...] = (
     images.SERVE,
     images.PULL,
     hub.STEP,
+    images.PRUNE,
     backup.STEP,
     proxy.STEP,
     monitor.STEP,
@@ -77,6 +78,12 @@ HELP: dict[str, str] = {
     "images.serve": "Serve the user image from the hub's registry.",
     "images.pull": "Pull the user image on every node.",
     "images.distribute": "Serve the user image from the hub's registry and pull it on every node.",
+    "images.prune": (
+        "Remove old course image tags from the nodes, the hub and its registry.\n\n"
+        "Keeps the IMAGE_KEEP tags each profile offered last, the tag it offers, a pin, and "
+        "every tag a running server uses; the registry's garbage collection then frees their "
+        "layers (the registry stops for seconds: nodes start servers from their own copy)."
+    ),
     "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
     "hub.upgrade": (
         "Upgrade JupyterHub to a new major: copy the database, migrate it, start the new hub.\n\n"
@@ -119,8 +126,15 @@ def table_rows() -> list[str]:
 
 
 def node_add_steps() -> list[Step]:
-    """What `nodes.add` runs, in order."""
-    return [step for step in RUNBOOK if step.on_node_add]
+    """What `nodes.add` runs, in order: the runbook's order, but the images pulled before the
+    node joins the swarm. A node takes servers from its join on, and the hub offers only
+    images every node holds: a new node must hold them (the user image, each profile's) by
+    then, so that no spawn there waits for a pull. (The pull needs Docker, its registry
+    setting and the hub's firewall open to the node: the steps before.)"""
+    steps = [step for step in RUNBOOK if step.on_node_add]
+    steps.remove(images.PULL)
+    steps.insert(steps.index(swarm.JOIN), images.PULL)
+    return steps
 
 
 def node_add_everywhere() -> frozenset[str]:

@@ -8,8 +8,8 @@ during a spawn); images.rollback pinned in the env file, kept by later runs and 
 On the suite's sandbox (tests/e2e/sandbox.env), with an env file of its own made from it
 (env_with: PROFILES_FILE on a copy of tests/e2e/profiles/, no culling meanwhile); at its end
 the sandbox is as the suite's env file deploys it again (its hub.deploy: one profile, no
-form, no profiles' group left), the course images left on the nodes unused. About 4
-minutes on a deployed sandbox.
+form, no profiles' group left; images.prune: no course image left). About 5 minutes on a
+deployed sandbox.
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def course(cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def restore(cluster: Path) -> None:
     """The sandbox as the suite's env file has it: this test's servers stopped, the profiles'
     group gone (the hub keeps groups it no longer loads), the hub deployed from that file
-    (no PROFILES: one profile, no form; the culling of the suite). The course images stay on
-    the nodes and in the registry: nothing starts on them."""
+    (no PROFILES: one profile, no form; the culling of the suite), and the course images
+    pruned (no profile keeps them)."""
     for name in (ALICE, BOB, CAROL, DAVE, BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART):
         stop(cluster, logged_in(name))
     admin = logged_in("admin")
@@ -179,6 +179,8 @@ def restore(cluster: Path) -> None:
         assert gone.status_code in (200, 204), gone.text
     invoke(cluster, "hub.deploy")
     assert "PROFILES=" not in on_hub(cluster, "sudo cat /srv/swarmhub/hub.env")
+    # Without profiles no course tag is kept: none is left on the hosts or in the registry.
+    invoke(cluster, "images.prune")
 
 
 def test_the_spawn_page_offers_the_profiles_a_student_may_use(course: Path) -> None:
@@ -321,3 +323,43 @@ def test_rollback_is_pinned_in_the_env_file_and_sticks(course: Path) -> None:
     start(bob, "bigger")
     assert service_image(course, BOB_AFTER_RESTART).endswith(f":{tag}")
     assert not has(bob, "humanize")
+
+
+def course_tags(env_file: Path, host: str) -> set[str]:
+    repository = offered(env_file)["bigger"].rsplit(":", 1)[0]
+    listed = on(env_file, host, f"docker image ls --format '{{{{.Tag}}}}' {repository}")
+    return set(listed.split())
+
+
+def registry_tags(env_file: Path) -> set[str]:
+    repository = offered(env_file)["bigger"].split("/", 1)[1].rsplit(":", 1)[0]
+    url = f"http://127.0.0.1:{SETTINGS.registry_port}/v2/{repository}/tags/list"
+    return set(json.loads(on_hub(env_file, f"curl -fsS {url}")).get("tags") or [])
+
+
+def test_old_course_images_are_pruned_but_not_those_in_use(course: Path) -> None:
+    first = offered(course)["bigger"]  # the pin: alice's and the pinned bobs' image
+    second = service_image(course, BOB_NEW)  # the lab's package
+    # A third tag (the pin gone, the requirements changed), one kept besides those in use.
+    course.write_text(re.sub(r"^IMAGE_PINS=.*\n", "", course.read_text(), flags=re.M))
+    course.write_text(course.read_text() + "IMAGE_KEEP=1\n")
+    requirements = course.parent / "bigger-requirements.txt"
+    requirements.write_text(requirements.read_text() + f"# the term goes on {RUN}\n")
+    stop(course, logged_in(BOB_NEW))  # nothing runs on the second tag any more
+    invoke(course, "cluster.all")
+    third = offered(course)["bigger"]
+    assert third not in (first, second)
+    tag = {ref: ref.rsplit(":", 1)[1] for ref in (first, second, third)}
+    # The second (offered before the rollback went back to the first) is gone everywhere;
+    # the first stays, alice's server uses it.
+    for host in (HUB, *NODE_LIST):
+        held = course_tags(course, host)
+        assert tag[second] not in held and {tag[first], tag[third]} <= held, (host, held)
+    assert registry_tags(course) == {tag[first], tag[third]}
+    # The garbage collection left every layer of a kept tag: a node added now pulls them.
+    for ref in (first, third):
+        for digest in blobs_of(course, ref):
+            repository = ref.split("/", 1)[1].rsplit(":", 1)[0]
+            url = f"http://127.0.0.1:{SETTINGS.registry_port}/v2/{repository}/blobs/{digest}"
+            on_hub(course, f"curl -fsS -o /dev/null -I {url}")
+    assert has(logged_in(ALICE), "tabulate")

@@ -375,3 +375,47 @@ def test_rollback_goes_back_along_the_offered_tags(tmp_path: Path) -> None:
         SwarmhubError, match=r"built on JupyterHub 5\.5\.4 and the hub runs JupyterHub 6\.1\.1"
     ):
         rollback_targets(loaded, {**answers, "docker image inspect": "5.5.4\n"})
+
+
+def test_pruning_keeps_the_last_tags_offered_and_those_in_use() -> None:
+    history = [("bigger", "t1"), ("bigger", "t2"), ("bigger", "t1"), ("bigger", "t3")]
+    # The rollback offered t1 again after t2: t2 is the oldest by its last offering.
+    assert images.tags_to_keep(history, ["bigger"], 2, set()) == {"t3", "t1"}
+    assert images.tags_to_keep(history, ["bigger"], 1, {"t2"}) == {"t3", "t2"}  # in use
+    # A profile gone from the file keeps only what is in use.
+    assert images.tags_to_keep(history, [], 2, {"t1"}) == {"t1"}
+    assert images.tags_to_keep([("a", "x"), ("b", "y")], ["a", "b"], 1, set()) == {"x", "y"}
+
+
+def test_prune_removes_old_tags_on_the_hub_from_its_registry_too(tmp_path: Path) -> None:
+    from tests.unit.fakehost import answering, declared, view_of
+
+    loaded = course(tmp_path, extra="IMAGE_KEEP=1\n")
+    current = images.profile_ref(loaded, loaded.profile_set().named("bigger")).rsplit(":", 1)[1]
+    repository = images.course_repository(loaded)
+    answers = {
+        "/images/offered": f"bigger 00000000000a\nbigger 00000000000b\nbigger {current}\n",
+        # alice's server still runs on 00000000000a; a published image's service is not ours
+        "docker service ls": f"{repository}:00000000000a@sha256:{'1' * 64}\nquay.io/x/r:1\n",
+        "docker image ls": f"00000000000a\n00000000000b\n{current}\n<none>\n",
+        "tags/list": f'{{"name":"swarmhub/user-course","tags":["00000000000b","{current}"]}}',
+        "manifests/00000000000b": f"sha256:{'2' * 64}\n",
+    }
+
+    def view(name: str) -> object:
+        return view_of(answering(name, ("hub",) if name == "hub" else ("node",), answers, {}))
+
+    memo: dict[str, object] = {}
+    ctx = SimpleNamespace(settings=loaded, view=view, remember=lambda k, f: memo.setdefault(k, f()))
+    node = declared(images.prune(ctx, view("n1")))
+    assert [list(c.commands) for c in node] == [
+        [f"docker image rm {repository}:00000000000b >/dev/null"]
+    ]
+    on_hub = declared(images.prune(ctx, view("hub")))[0]
+    assert on_hub.commands[0] == f"docker image rm {repository}:00000000000b >/dev/null"
+    assert on_hub.commands[1].endswith(f"/manifests/sha256:{'2' * 64}")
+    assert "docker-registry garbage-collect" in on_hub.commands[2]
+    # Nothing old left: nothing to do.
+    answers["docker image ls"] = f"00000000000a\n{current}\n"
+    answers["tags/list"] = f'{{"tags":["{current}"]}}'
+    assert [type(d).__name__ for d in images.prune(ctx, view("hub"))] == ["Ok"]

@@ -53,9 +53,9 @@ def test_nodes_add_runs_what_a_new_node_needs_and_opens_the_others_firewalls() -
         "provision",
         "docker.install",
         "firewall.configure",
+        "images.pull",  # before the join: the node takes servers from then on
         "swarm.join",
         "homes.mount",
-        "images.pull",
         "monitor.deploy",
     ]
     assert registry.node_add_everywhere() == {"firewall.configure"}
