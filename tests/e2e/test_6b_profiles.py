@@ -29,6 +29,7 @@ from swarmhub.ports import HUB_API
 from swarmhub.student import Student
 from tests.cli import run
 from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, SETTINGS, env_with, on_hub, recap, student
+from tests.e2e.course_material import notebook, publish
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +37,7 @@ PROFILES = Path(__file__).resolve().parent / "profiles"
 # Names of this run's students, so that every server here is its student's first, also when
 # the test runs again on a sandbox an earlier run left (no options remembered from then).
 RUN = "".join(random.choices(string.ascii_lowercase, k=4))
-ALICE, BOB, CAROL, DAVE = (f"{name}{RUN}" for name in ("alice", "bob", "carol", "dave"))
+ALICE, BOB, CAROL, DAVE, EVE = (f"{name}{RUN}" for name in ("alice", "bob", "carol", "dave", "eve"))
 # bob's servers after the package came, after the rollback, after the hub restarted
 BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART = (f"bob{RUN}{n}" for n in ("b", "c", "d"))
 # The server's memory limit, from its cgroup: v2 (memory.max) or v1 (the sandbox's VMs).
@@ -171,7 +172,7 @@ def restore(cluster: Path) -> None:
     group gone (the hub keeps groups it no longer loads), the hub deployed from that file
     (no PROFILES: one profile, no form; the culling of the suite), and the course images
     pruned (no profile keeps them)."""
-    for name in (ALICE, BOB, CAROL, DAVE, BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART):
+    for name in (ALICE, BOB, CAROL, DAVE, EVE, BOB_NEW, BOB_PINNED, BOB_AFTER_RESTART):
         stop(cluster, logged_in(name))
     admin = logged_in("admin")
     if admin.api("GET", "/groups/ta").status_code == 200:
@@ -205,6 +206,32 @@ def test_each_profile_has_its_image_memory_and_packages(course: Path) -> None:
     assert service_image(course, BOB) == images["python"]
     assert bob.run_code(MEMORY).strip() == str(512 * 1024**2)
     assert not has(bob, "tabulate")
+
+
+def test_a_link_with_a_profile_starts_it_without_the_form(course: Path, tmp_path: Path) -> None:
+    material = tmp_path / "material"
+    material.mkdir()
+    (material / "lab.ipynb").write_text(notebook("x = None", 'print("lab")'))
+    url, _ = publish(course, "lab-material", material)
+    made = invoke(
+        course, "interact.link", "--repo", url, "--path", "lab.ipynb", "--profile", "bigger"
+    )
+    link = made.strip().splitlines()[-1]
+    assert "/hub/spawn?opt-profile=bigger&next=" in link, made
+    eve = logged_in(EVE)
+    # No server yet: the link starts bigger's (the progress page, or on at once) ...
+    first = eve.http.get(link, timeout=120)
+    assert first.status_code == 200 and 'value="python"' not in first.text  # no form
+    deadline = time.monotonic() + 180
+    while not eve.api("GET", f"/users/{EVE}").json().get("servers", {}).get("", {}).get("ready"):
+        assert time.monotonic() < deadline, f"{EVE}'s server did not start"
+        time.sleep(2)
+    assert service_image(course, EVE) == offered(course)["bigger"]
+    assert eve.run_code(MEMORY).strip() == str(1024**3)
+    # ... and, followed once it runs (as the progress page does), pulls and opens the file.
+    opened, _ = eve.follow_link(link)
+    assert opened.endswith("/lab/tree/lab-material/lab.ipynb"), opened
+    stop(course, eve)
 
 
 def test_a_restricted_profile_is_refused_to_a_non_member(course: Path) -> None:

@@ -419,3 +419,15 @@ def test_prune_removes_old_tags_on_the_hub_from_its_registry_too(tmp_path: Path)
     answers["docker image ls"] = f"00000000000a\n{current}\n"
     answers["tags/list"] = f'{{"tags":["{current}"]}}'
     assert [type(d).__name__ for d in images.prune(ctx, view("hub"))] == ["Ok"]
+
+
+def test_interact_link_profile_is_one_of_the_profiles(tmp_path: Path) -> None:
+    from tests.cli import run
+    from tests.unit.test_cli_errors import one_error_line
+
+    loaded = course(tmp_path)
+    argv = ("interact.link", "--repo", "git://h/course", "--path", "a.ipynb", "--profile")
+    ok = run("invoke", *argv, "bigger", env_file=loaded.source)
+    assert ok.returncode == 0 and "/hub/spawn?opt-profile=bigger&next=" in ok.stdout, ok.stderr
+    line = one_error_line(run("invoke", *argv, "nope", env_file=loaded.source))
+    assert "no profile named 'nope': the profiles are python, bigger" in line
