@@ -288,6 +288,15 @@ def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None
     assert fetched and {digest for _, digest, _ in fetched} <= new, fetched
     assert {client for client, _, _ in fetched} == {ADDRESSES[n] for n in NODE_LIST}
     assert sum(size for _, _, size in fetched) < 10 * 2**20 * len(NODE_LIST), fetched
+    # status: the new tag on every node, alice's server on one no longer offered.
+    report = json.loads(run("invoke", "status", "--json", env_file=course).stdout)
+    rows = {row["name"]: row for row in report["images"]}
+    assert (
+        rows["bigger"]["ref"] == after
+        and rows["bigger"]["nodes"] == f"{len(NODE_LIST)}/{len(NODE_LIST)}"
+    )
+    server = next(row for row in report["servers"] if row["name"] == ALICE)
+    assert server["image"] == before.rsplit("/", 1)[1] and "no longer offered" in server["note"]
     # alice's server: the same container, the same image, no new package.
     assert container_of(course, ALICE) == (node, container)
     assert service_image(course, ALICE) == before

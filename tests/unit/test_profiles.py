@@ -431,3 +431,23 @@ def test_interact_link_profile_is_one_of_the_profiles(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "/hub/spawn?opt-profile=bigger&next=" in ok.stdout, ok.stderr
     line = one_error_line(run("invoke", *argv, "nope", env_file=loaded.source))
     assert "no profile named 'nope': the profiles are python, bigger" in line
+
+
+def test_plan_compare_counts_each_profiles_memory(tmp_path: Path) -> None:
+    from tests.cli import run
+
+    loaded = course(tmp_path)
+    argv = ("plan", "--compare", "--students", "100", "--online", "0.5", "--node-mem", "5G")
+    result = run("invoke", *argv, env_file=loaded.source, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "memory per user: 1 GiB, of profile bigger (the largest of PROFILES_FILE" in result.stdout
+    )
+    # 50 online; (5G - 1G) / 512M = 8 a node -> 7 nodes; / 1G = 4 a node -> 13 nodes.
+    assert (
+        "profile python (512 MiB a server): 8 a node, 7 nodes for 50 online on it (5 short with 2)"
+        in result.stdout
+    )
+    assert (
+        "profile bigger (1 GiB a server): 4 a node, 13 nodes for 50 online on it" in result.stdout
+    )
