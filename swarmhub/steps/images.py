@@ -606,6 +606,9 @@ def kept_course_tags(ctx: StepContext) -> set[str]:
             ref = image.split("@", 1)[0]
             if ref.startswith(repository):
                 always.add(ref[len(repository) :])
+        # The tag each profile offers counts as its latest offering: hub.deploy, earlier in
+        # the run, appends it to the history in apply mode only (plan keeps what apply does).
+        history += [(p.name, profile_ref(settings, p).rsplit(":", 1)[1]) for p in with_packages]
         names = [p.name for p in with_packages]
         return tags_to_keep(history, names, settings.image_keep, always)
 

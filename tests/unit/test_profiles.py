@@ -451,3 +451,21 @@ def test_plan_compare_counts_each_profiles_memory(tmp_path: Path) -> None:
     assert (
         "profile bigger (1 GiB a server): 4 a node, 13 nodes for 50 online on it" in result.stdout
     )
+
+
+def test_prune_keeps_the_same_in_plan_as_in_apply(tmp_path: Path) -> None:
+    """In apply mode hub.deploy has appended the new tag to the history before images.prune
+    reads it; in plan mode it has not: both keep the same tags."""
+    from tests.unit.fakehost import answering, view_of
+
+    loaded = course(tmp_path, extra="IMAGE_KEEP=1\n")
+    current = images.profile_ref(loaded, loaded.profile_set().named("bigger")).rsplit(":", 1)[1]
+    kept = []
+    for history in ("bigger 00000000000a\n", f"bigger 00000000000a\nbigger {current}\n"):
+        answers = {"/images/offered": history, "docker service ls": ""}
+        hub_view = view_of(answering("hub", ("hub",), answers, {}))
+        ctx = SimpleNamespace(
+            settings=loaded, view=lambda name, v=hub_view: v, remember=lambda k, f: f()
+        )
+        kept.append(images.kept_course_tags(ctx))
+    assert kept[0] == kept[1] == {current}
