@@ -3,8 +3,8 @@ when a node is added. `cluster.all`, `nodes.add`, the task collections and the R
 table are derived from (or checked against) this list.
 
 Naming rule: a step's name is its task's name, `<area>.<verb>` (`provision` alone is the
-first step of all). A task of several steps (`homes.setup`, `images.distribute`) is a group
-of steps that are tasks of their own too.
+first step that changes hosts). A task of several steps (`homes.setup`,
+`images.distribute`) is a group of steps that are tasks of their own too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from swarmhub.steps import (
     backup,
     docker_engine,
     firewall,
+    fit,
     homes,
     hub,
     images,
@@ -25,6 +26,8 @@ from swarmhub.steps import (
 )
 
 RUNBOOK: tuple[Step, ...] = (
+    # Read-only, first: a node too small for a profile stops the run before any host changes.
+    fit.STEP,
     provision.STEP,
     docker_engine.STEP,
     # After Docker (the firewall checks its API is not on TCP), before anything listens, and
@@ -58,6 +61,11 @@ OPERATIONS: dict[str, tuple[Step, ...]] = {
 
 # What each task does, for `--help` (one line first, as a runbook paragraph reads).
 HELP: dict[str, str] = {
+    "profiles.check": (
+        "Check that every node has the memory each profile guarantees (read-only).\n\n"
+        "A node with less memory than a profile's guarantee never takes its servers: the run "
+        "stops there with one line, before any host changes."
+    ),
     "provision": (
         "Prepare every host: base packages, time sync, admin groups, CAs, kernel settings."
     ),

@@ -469,3 +469,25 @@ def test_prune_keeps_the_same_in_plan_as_in_apply(tmp_path: Path) -> None:
         )
         kept.append(images.kept_course_tags(ctx))
     assert kept[0] == kept[1] == {current}
+
+
+def test_a_node_smaller_than_a_profiles_guarantee_stops_the_run(tmp_path: Path) -> None:
+    from swarmhub.steps import fit
+    from tests.unit.fakehost import answering, declared, view_of
+
+    loaded = course(tmp_path)  # bigger: 1G limit, 512M guarantee; python 512M
+    ctx = SimpleNamespace(settings=loaded)
+
+    def node(kib: int) -> object:
+        answers = {"MemTotal": f"MemTotal:       {kib} kB\n"}
+        return view_of(answering("n1", ("node",), answers, {}))
+
+    with pytest.raises(SwarmhubError) as caught:
+        declared(fit.apply(ctx, node(400 * 1024)))
+    assert "n1 has 400 MiB of memory, less than the guarantee of profile python (512 MiB), " in (
+        str(caught.value)
+    )
+    notes = declared(fit.apply(ctx, node(768 * 1024)))  # fits, but bigger's limit is above
+    assert [type(n).__name__ for n in notes] == ["Note", "Ok"]
+    assert "the limit of bigger is above the node's 768 MiB" in notes[0].message
+    assert [type(n).__name__ for n in declared(fit.apply(ctx, node(8 * 2**20)))] == ["Ok"]
