@@ -3,7 +3,10 @@ profiles offered on the spawn page, each server with its profile's image (the on
 service inspect` names), memory limit (read from the cgroup inside the server) and
 packages; a restricted profile refused through the REST API and a URL; a package added
 mid-term reaches new servers only, already on every node before the hub offers it (no pull
-during a spawn); images.rollback pinned in the env file, kept by later runs and a hub restart.
+during a spawn); images.rollback pinned in the env file, kept by later runs and a hub restart;
+interact.link --profile starting a profile without the form; status naming each server's
+image; of three course tags with IMAGE_KEEP=2, the oldest pruned from the nodes, the hub and
+the registry once no server uses it, the kept ones' layers all still in the registry.
 
 On the suite's sandbox (tests/e2e/sandbox.env), with an env file of its own made from it
 (env_with: PROFILES_FILE on a copy of tests/e2e/profiles/, no culling meanwhile); at its end
@@ -375,19 +378,24 @@ def registry_tags(env_file: Path) -> set[str]:
 
 def test_old_course_images_are_pruned_but_not_those_in_use(course: Path) -> None:
     first = offered(course)["bigger"]  # the pin: alice's and the pinned bobs' image
-    second = service_image(course, BOB_NEW)  # the lab's package
-    # A third tag (the pin gone, the requirements changed), one kept besides those in use.
+    second = service_image(course, BOB_NEW)  # the lab's package: bob's server still runs it
+    # A third tag (the pin gone, the requirements changed), two kept besides those in use.
     course.write_text(re.sub(r"^IMAGE_PINS=.*\n", "", course.read_text(), flags=re.M))
-    course.write_text(course.read_text() + "IMAGE_KEEP=1\n")
+    course.write_text(course.read_text() + "IMAGE_KEEP=2\n")
     requirements = course.parent / "bigger-requirements.txt"
     requirements.write_text(requirements.read_text() + f"# the term goes on {RUN}\n")
-    stop(course, logged_in(BOB_NEW))  # nothing runs on the second tag any more
     invoke(course, "cluster.all")
     third = offered(course)["bigger"]
     assert third not in (first, second)
     tag = {ref: ref.rsplit(":", 1)[1] for ref in (first, second, third)}
-    # The second (offered before the rollback went back to the first) is gone everywhere;
-    # the first stays, alice's server uses it.
+    # The two offered last are the third and the first (the rollback offered it again after
+    # the second); the second, the oldest offering, stays while bob's server uses it ...
+    everywhere = {host: course_tags(course, host) for host in (HUB, *NODE_LIST)}
+    assert all(set(tag.values()) <= held for held in everywhere.values()), everywhere
+    assert registry_tags(course) == set(tag.values())
+    # ... and goes from every node, the hub and the registry once it stopped.
+    stop(course, logged_in(BOB_NEW))
+    invoke(course, "images.prune")
     for host in (HUB, *NODE_LIST):
         held = course_tags(course, host)
         assert tag[second] not in held and {tag[first], tag[third]} <= held, (host, held)
