@@ -98,13 +98,25 @@ def url_path(repo: str, path: str, app: str = "lab") -> str:
     raise SwarmhubError(f"--app {app!r} is not one of {', '.join(APPS)}: e.g. --app lab")
 
 
-def interact_link(public_url: str, repo: str, path: str, branch: str = "", app: str = "lab") -> str:
+def interact_link(
+    public_url: str,
+    repo: str,
+    path: str,
+    branch: str = "",
+    app: str = "lab",
+    profile: str = "",
+) -> str:
     """The link that pulls ``repo`` into a student's home and opens ``path`` in ``app``.
 
     ``public_url`` is the deployment's address (``https://PROXY/``). The query is encoded as
     nbgitpuller's link generator does (``repo``, ``urlpath``, ``branch``, ``targetPath``).
     ``targetPath`` is added only when nbgitpuller's own choice of directory (the last part of
     the URL, ``.git`` included) differs from the one ``urlpath`` opens.
+
+    With ``profile`` (a name the caller checked against the profiles), the link goes through
+    ``/hub/spawn?opt-profile=NAME&next=…`` (the `opt-` prefix of JupyterHub 6's spawn
+    options): a student without a server gets that profile's, without the form, then the
+    pull. A student whose server already runs keeps it, whatever its profile.
     """
     if app not in APPS:
         raise SwarmhubError(f"--app {app!r} is not one of {', '.join(APPS)}: e.g. --app lab")
@@ -116,4 +128,8 @@ def interact_link(public_url: str, repo: str, path: str, branch: str = "", app: 
         query["branch"] = branch
     if clone_directory(repo) != _server_default_directory(repo):
         query["targetPath"] = clone_directory(repo)
-    return f"{public_url.rstrip('/')}/hub/user-redirect/git-pull?{urlencode(query)}"
+    pull = f"/hub/user-redirect/git-pull?{urlencode(query)}"
+    if profile:
+        spawn = urlencode({"opt-profile": profile, "next": pull})
+        return f"{public_url.rstrip('/')}/hub/spawn?{spawn}"
+    return f"{public_url.rstrip('/')}{pull}"

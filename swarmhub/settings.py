@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from dotenv.parser import parse_stream
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.profiles import ProfileSet, default_profiles, load_profiles, parse_pins
 from swarmhub.sizes import parse_size
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -286,6 +287,10 @@ def _name(value: str) -> str:
     return value
 
 
+def _image_pins(value: str) -> dict[str, str]:
+    return parse_pins(value)
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting an env file may hold."""
@@ -344,6 +349,15 @@ SCHEMA: dict[str, Key] = {
         _optional_memory, "", "memory a node must have free for a server; empty: the limit"
     ),
     "USER_CPU_LIMIT": Key(_cpus, "1.0", "CPU limit of each user's server"),
+    "PROFILES_FILE": Key(
+        _path, "", "profiles students choose from (TOML, see env/profiles.example.toml)"
+    ),
+    "IMAGE_PINS": Key(
+        _image_pins, "", "profile=tag,...: servers start on that tag (images.rollback)"
+    ),
+    "IMAGE_KEEP": Key(
+        _positive_int, "3", "course image tags kept a profile (images.prune), besides those in use"
+    ),
     "SPAWN_CONCURRENCY": Key(
         _optional_positive_int, "", "servers starting at once (others wait); empty: 2 a node"
     ),
@@ -498,6 +512,15 @@ class Settings:
             host = paramiko.SSHConfig.from_path(str(self.ssh_config)).lookup(host)["hostname"]
         return f"https://{host}/"
 
+    def profile_set(self) -> ProfileSet:
+        """The profiles students choose from: PROFILES_FILE's, or one made of USER_MEM_LIMIT,
+        USER_MEM_GUARANTEE and USER_CPU_LIMIT (no form)."""
+        if self.profiles_file is None:
+            return default_profiles(
+                self.user_mem_limit, self.user_mem_guarantee, self.user_cpu_limit
+            )
+        return load_profiles(self.profiles_file)
+
     def role_of(self, host: str) -> tuple[str, ...]:
         """The roles of ``host``, empty when the env file does not list it."""
         return self.hosts.get(host, ())
@@ -621,12 +644,36 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
             "hub is not supported yet (restic runs on the hub): keep the homes on the hub, or "
             "empty BACKUP_TARGET"
         )
+    _check_profiles(settings, source)
     if settings.kernel_egress == "open" and settings.kernel_egress_allow:
         raise SwarmhubError(
             f"{source}: KERNEL_EGRESS_ALLOW is set but KERNEL_EGRESS=open lets kernels reach "
             "everything: set KERNEL_EGRESS=allow-list, or empty KERNEL_EGRESS_ALLOW"
         )
     return settings
+
+
+def _check_profiles(settings: Settings, source: Path) -> None:
+    """The profiles file reads (one line otherwise), and every pin names a profile of ours
+    with course packages (a published image is pinned by its own reference)."""
+    profiles = {p.name: p for p in settings.profile_set().profiles}
+    packaged = [name for name, p in profiles.items() if p.has_packages]
+    if packaged and settings.image_source == "pull":
+        raise SwarmhubError(
+            f"{source}: profile {packaged[0]} has course packages, which the hub builds, and "
+            "IMAGE_SOURCE=pull builds nothing: give it a published image, or IMAGE_SOURCE=build"
+        )
+    for name in settings.image_pins:
+        if name not in profiles:
+            raise SwarmhubError(
+                f"{source}: IMAGE_PINS pins {name}, which is no profile "
+                f"({', '.join(profiles)}): remove it from IMAGE_PINS"
+            )
+        if not profiles[name].has_packages:
+            raise SwarmhubError(
+                f"{source}: IMAGE_PINS pins {name}, which has no course packages (it runs the "
+                "user image itself): remove it from IMAGE_PINS"
+            )
 
 
 def _inside(path: str, directory: str) -> bool:

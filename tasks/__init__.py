@@ -9,7 +9,7 @@ and restores, nodes coming and going, observing, the sandbox.
 from invoke import Collection
 
 from swarmhub.steps import registry
-from tasks import backup, cluster, homes, hosts, interact, nodes, recover, sandbox, secrets
+from tasks import backup, cluster, homes, hosts, images, interact, nodes, recover, sandbox, secrets
 from tasks._common import step_task
 from tasks.observe import diagnose, health, logs, status
 from tasks.plan import plan
@@ -20,7 +20,18 @@ for top in (plan, walkthrough, status, logs, health, diagnose):
     ns.add_task(top)
 collections = {
     module.__name__.rsplit(".", 1)[-1]: Collection.from_module(module)
-    for module in (backup, homes, cluster, nodes, hosts, interact, recover, secrets, sandbox)
+    for module in (
+        backup,
+        homes,
+        cluster,
+        nodes,
+        hosts,
+        images,
+        interact,
+        recover,
+        secrets,
+        sandbox,
+    )
 }
 for name, steps in registry.tasks().items():
     made = step_task(name, steps, registry.HELP[name])

@@ -11,8 +11,9 @@ from tasks._common import PLAN_HELP, RESTART_HELP
 
 @task(positional=["host"], help={**PLAN_HELP, **RESTART_HELP})
 def add(c, host, plan=False, restart_nodes=False):
-    """Make a node listed in NODE_HOSTS ready: provision, Docker, join, homes, images; the
-    other hosts only open their firewalls to it."""
+    """Make a node listed in NODE_HOSTS ready: provision, Docker, every offered image (the
+    user image and each profile's), join, homes; the other hosts only open their firewalls
+    to it."""
     settings = env_settings.load()
     if host not in settings.node_hosts:
         raise SwarmhubError(

@@ -54,9 +54,10 @@ def plan(
 
     With --compare, the plan is checked against the env file chosen by SWARMHUB_ENV: the
     nodes in NODE_HOSTS are counted and, unless --mem-per-user is given, each user gets the
-    env file's USER_MEM_LIMIT (what the hub will really give them). With --local, this
-    machine's total memory (MemTotal of /proc/meminfo) is the node memory, to see how many
-    users fit here, e.g. invoke plan --local --mem-per-user 512M.
+    env file's USER_MEM_LIMIT (what the hub will really give them); with PROFILES_FILE, the
+    largest profile's limit, and a line per profile with what it alone would need. With
+    --local, this machine's total memory (MemTotal of /proc/meminfo) is the node memory, to
+    see how many users fit here, e.g. invoke plan --local --mem-per-user 512M.
     """
     if compare and local:
         raise SwarmhubError("give --compare or --local, not both")
@@ -64,7 +65,18 @@ def plan(
         raise SwarmhubError("--local measures this machine's memory: leave out --node-mem")
 
     settings = env_settings.load() if compare else None
-    if mem_per_user is None and settings is not None:
+    profiles = []
+    if mem_per_user is None and settings is not None and settings.profiles_file is not None:
+        # Each profile has its own limit: the plan is the largest one's (every student online
+        # on it), and a line per profile follows.
+        profiles = list(settings.profile_set().profiles)
+        largest = max(profiles, key=lambda p: p.mem_limit)
+        user_bytes = largest.mem_limit
+        print(
+            f"memory per user: {format_size(user_bytes)}, of profile {largest.name} (the largest "
+            f"of PROFILES_FILE in {_shown(settings.source)})"
+        )
+    elif mem_per_user is None and settings is not None:
         # The env file's value, already checked and in bytes: what the hub gives each server.
         user_bytes = settings.user_mem_limit
         shown = format_size(user_bytes)
@@ -87,8 +99,30 @@ def plan(
     if settings is not None:
         source = _shown(settings.source)
         print(capacity.compare_nodes(figures, len(settings.node_hosts), source))
+        for profile in profiles:
+            print(profile_line(figures, profile.name, profile.mem_limit, len(settings.node_hosts)))
     if local:
         print(capacity.describe_local(figures))
+
+
+def profile_line(figures: capacity.CapacityPlan, name: str, mem_limit: int, listed: int) -> str:
+    """What the plan would need with every student online on one profile."""
+    try:
+        one = capacity.plan_capacity(
+            students=figures.students,
+            online_share=figures.online_share,
+            mem_per_user=mem_limit,
+            node_mem=figures.node_mem,
+            reserve=figures.reserve,
+        )
+    except SwarmhubError as error:
+        return f"profile {name} ({format_size(mem_limit)}): {error}"
+    enough = "enough" if listed >= one.nodes else f"{one.nodes - listed} short"
+    return (
+        f"profile {name} ({format_size(mem_limit)} a server): {one.users_per_node} a node, "
+        f"{one.nodes} node{'s' * (one.nodes != 1)} for {one.concurrent_users} online on it "
+        f"({enough} with {listed})"
+    )
 
 
 def _local_memory() -> int:

@@ -10,7 +10,11 @@ only the standard library, jupyterhub, dockerspawner and tornado here. What the 
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import os
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
@@ -255,6 +259,16 @@ class NoNodeTakesServers(Refused):
         )
 
 
+class ProfileRefused(SpawnException):
+    """A profile the user may not use, or none of that name: no server is started."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(
+            message, reason="profile_refused", log_message=message, status_code=status_code
+        )
+        self.jupyterhub_message = message
+
+
 def refusal(task_error: str) -> Refused | None:
     """The refusal a swarm task's scheduling error means, if it is one."""
     if "insufficient resources" in task_error:
@@ -274,6 +288,9 @@ class CourseSwarmSpawner(SwarmSpawner):
     # jupyterhub_config.py, not a trait (traitlets gives each spawner a deep copy of c.* values).
     spawn_queue: ClassVar[SpawnQueue] = SpawnQueue.for_concurrency(0)
     node_states: ClassVar[NodeStates] = NodeStates()
+    # The profiles (profiles.json, or one made of hub.env's values): set by the config, like
+    # the queue, one list for the whole hub.
+    profiles: ClassVar[list[dict[str, Any]]] = []
     queue_ticket: asyncio.Future[None] | None = None
     phase = "requested"
     # Why a user's last server stopped when its node did, by user name, shown on the next
@@ -327,8 +344,79 @@ class CourseSwarmSpawner(SwarmSpawner):
         self.log.warning("server of %s is gone: %s", self.user.name, why)
         return f"gone: {why}"
 
+    # Profiles of our own rather than DockerSpawner's `allowed_images`: a profile is an image
+    # *and* its memory and CPU limits, and may be kept to some groups; allowed_images knows
+    # images alone and lets every user pick any of them. KubeSpawner's profile_list is the
+    # model (a name in user_options, applied in start), but it is KubeSpawner's own code.
+
+    def usable_profiles(self) -> list[dict[str, Any]]:
+        """The profiles this server's user may start: open ones, and those of their groups."""
+        groups = {group.name for group in self.user.groups}
+        return [p for p in self.profiles if not p["groups"] or groups & set(p["groups"])]
+
+    def asked_now(self) -> bool:
+        """This start's request names a profile (the form, a URL's `opt-profile`, the REST
+        API's body), rather than JupyterHub reusing the options of the user's last start, as
+        it does when a start names none."""
+        request = getattr(getattr(self, "handler", None), "request", None)
+        if request is None:
+            return False
+        if "profile" in request.arguments or "opt-profile" in request.arguments:
+            return True
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return False
+        return isinstance(body, dict) and "profile" in body
+
+    def chosen_profile(self) -> dict[str, Any]:
+        """The profile user_options names (the form, `opt-profile=NAME` in a URL, or the REST
+        API's {"profile": NAME}), or the first the user may use; a refusal otherwise."""
+        name = (self.user_options or {}).get("profile") or ""
+        if isinstance(name, list):  # straight from a form or a query, unconverted
+            name = name[0] if name else ""
+        usable = self.usable_profiles()
+        if not name:
+            return usable[0]
+        known = {p["name"]: p for p in self.profiles}
+        if name not in known:
+            refused = ProfileRefused(
+                f"There is no profile {name!r}: choose one of "
+                f"{', '.join(p['name'] for p in usable)}.",
+                status_code=400,
+            )
+        elif known[name] not in usable:
+            refused = ProfileRefused(
+                f"The profile {name!r} is for the groups {', '.join(known[name]['groups'])} "
+                f"only, and {self.user.name} is in none of them: choose another profile, or "
+                "ask your course staff.",
+                status_code=403,
+            )
+        else:
+            return known[name]
+        if self.asked_now():
+            raise refused
+        # Remembered from an earlier start: the profile is gone from the file, or the user
+        # left its group (a TA removed). With one profile left to them there is no form to
+        # choose again: refusing would keep them from any server.
+        self.log.warning(
+            "%s: %s; starting %s instead", self._log_name, refused.log_message, usable[0]["name"]
+        )
+        return usable[0]
+
+    def apply_profile(self) -> dict[str, Any]:
+        """The chosen profile's image and limits, for this start."""
+        profile = self.chosen_profile()
+        self.image = profile["image"]
+        self.mem_limit = profile["mem_limit"]
+        self.mem_guarantee = profile["mem_guarantee"]
+        self.cpu_limit = profile["cpu_limit"]
+        self.log.info("%s starts profile %s (%s)", self._log_name, profile["name"], self.image)
+        return profile
+
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
+        self.apply_profile()  # first: a refused profile takes no turn and starts nothing
         await self.spawn_queue.follow_nodes(self)
         await self.spawn_queue.take_turn(on_wait=self._queued)
         self.queue_ticket = None
@@ -418,3 +506,76 @@ def home_maker(homes_dir: str, uid: int, gid: int) -> Callable[[Spawner], None]:
             os.chmod(path, 0o700)
 
     return make_home
+
+
+def profile_form(spawner: CourseSwarmSpawner) -> str:
+    """The spawn page's choice of profiles; none (no form) when the user may use only one."""
+    usable = spawner.usable_profiles()
+    if len(usable) < 2:
+        return ""
+    rows = []
+    for index, profile in enumerate(usable):
+        name = html.escape(profile["name"], quote=True)
+        checked = " checked" if index == 0 else ""
+        rows.append(
+            f'<div class="form-check mb-2"><input class="form-check-input" type="radio" '
+            f'name="profile" id="profile-{name}" value="{name}"{checked}>'
+            f'<label class="form-check-label" for="profile-{name}">'
+            f"<strong>{html.escape(profile['display_name'])}</strong> "
+            f'<span class="text-muted">{html.escape(profile["description"])}</span>'
+            "</label></div>"
+        )
+    return "<fieldset><legend>Choose your server</legend>" + "".join(rows) + "</fieldset>"
+
+
+def profile_options(formdata: dict[str, list[str]]) -> dict[str, str]:
+    """The form's (or a URL's `opt-profile=`) choice as user_options: {"profile": NAME}."""
+    return {"profile": (formdata.get("profile") or [""])[0]}
+
+
+def sync_groups(api_url: str, token: str, groups: dict[str, list[str]]) -> list[str]:
+    """Remove from each group of the profiles file the members it no longer lists (the hub's
+    `load_groups` creates the groups and adds their members, but never removes one), through
+    the hub's REST API; groups the file does not declare are left as they are. What it did."""
+
+    def call(method: str, path: str, body: object = None) -> Any:
+        request = urllib.request.Request(
+            f"{api_url.rstrip('/')}/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read()
+        return json.loads(text) if text else None
+
+    done = []
+    for name, members in groups.items():
+        group = call("GET", f"groups/{name}")
+        extra = sorted(set(group.get("users", [])) - set(members))
+        if extra:
+            call("DELETE", f"groups/{name}/users", {"users": extra})
+            done.append(f"{name}: removed {', '.join(extra)}")
+    return done
+
+
+def main() -> None:
+    """The hub's group-sync service (a managed service of the hub, started with it): syncs
+    the groups once the hub answers, then every SYNC_EVERY seconds (a change of the file
+    restarts the hub anyway)."""
+    with open(os.environ["SWARMHUB_PROFILES"]) as f:
+        groups = json.load(f)["groups"]
+    url, token = os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"]
+    while True:
+        try:
+            for line in sync_groups(url, token, groups):
+                print(f"group-sync: {line}", flush=True)
+        except Exception as error:  # the hub not answering yet: next round
+            print(f"group-sync: {error}", flush=True)
+            time.sleep(5)
+            continue
+        time.sleep(int(os.environ.get("SYNC_EVERY", "300")))
+
+
+if __name__ == "__main__":
+    main()

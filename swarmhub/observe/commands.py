@@ -116,6 +116,8 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
         sections["docker"] = "systemctl is-active docker"
     if "node" in roles:
         sections["oom"] = oom_events_command()
+        # Which images the node holds: every image the hub offers must be there.
+        sections["images"] = "docker image ls --format '{{.Repository}}:{{.Tag}}'"
     if "hub" in roles:
         sections["nodes"] = node_list_command()
         sections["containers"] = (

@@ -351,6 +351,63 @@ def proxy_row(
     return row
 
 
+def images_section() -> Section:
+    return Section(
+        "images",
+        "IMAGES OFFERED",
+        "PROFILES",
+        [
+            Column("image", "IMAGE"),
+            Column("nodes", "ON NODES", _text),
+        ],
+    )
+
+
+def short_image(ref: str) -> str:
+    """``host:port/swarmhub/user-course:tag`` as ``user-course:tag``."""
+    return ref.rsplit("/", 1)[-1]
+
+
+def image_rows(
+    offered: dict[str, list[str]], held: dict[str, set[str] | None], node_hosts: tuple[str, ...]
+) -> list[Row]:
+    """Each image the hub offers (``offered``: ref -> its profiles) and the nodes that hold
+    it (``held``: node -> its images, None when unread). A node lacking one fails: a student
+    placed there would wait for a pull (images.distribute pulls it)."""
+    rows = []
+    for ref, profiles in offered.items():
+        readable = [n for n in node_hosts if held.get(n) is not None]
+        holding = [n for n in readable if ref in (held[n] or set())]
+        row = Row(
+            ",".join(profiles) or "(base)",
+            {"image": short_image(ref), "ref": ref, "nodes": f"{len(holding)}/{len(node_hosts)}"},
+        )
+        missing = [n for n in readable if n not in holding]
+        if missing:
+            row.problem = (
+                f"{', '.join(missing)} lack{'s' if len(missing) == 1 else ''} {short_image(ref)}: "
+                "run `invoke images.distribute`"
+            )
+        unread = [n for n in node_hosts if n not in readable]
+        if unread:
+            row.note = f"images of {', '.join(unread)} unknown"
+        rows.append(row)
+    return rows
+
+
+def flag_image_servers(rows: list[Row], images: dict[str, str], offered: set[str]) -> None:
+    """Each server's image in its row; a note on those whose image the hub no longer offers
+    (a course package changed, a rollback): they keep it until they start again."""
+    for row in rows:
+        image = images.get(row.values.get("service", ""))
+        if not image:
+            continue
+        row.values["image"] = short_image(image)
+        if offered and image not in offered:
+            flag = "its image is no longer offered: a new start gets the current one"
+            row.note = f"{row.note}; {flag}" if row.note else flag
+
+
 def servers_section() -> Section:
     return Section(
         "servers",
@@ -362,6 +419,7 @@ def servers_section() -> Section:
             Column("age_seconds", "AGE", human_duration),
             Column("idle_seconds", "LAST ACTIVITY", _ago),
             Column("oom_kills", "OOM KILLS", lambda n: str(n) if n else "-"),
+            Column("image", "IMAGE", _text),
         ],
     )
 

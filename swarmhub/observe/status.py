@@ -15,6 +15,7 @@ from swarmhub.observe import commands, parse, report
 from swarmhub.observe.remote import Reach, in_parallel, reach
 from swarmhub.runbook.host import Host
 from swarmhub.settings import Settings, check_local_files
+from swarmhub.steps import images
 from swarmhub.steps.hub import CONTAINERS
 
 PROBE_TIMEOUT = 30  # seconds for one host's probes
@@ -69,9 +70,33 @@ def collect(settings: Settings, reached: Reach) -> report.Report:
         settings, answers[hub_name], reached.hosts.get(hub_name), oom
     )
     proxy = proxy_section(proxy_name, answers[proxy_name])
+    offered = offered_images(settings)
+    images = report.images_section()
+    held = {
+        node: None
+        if answers[node].error or "images" not in answers[node].sections
+        else set(answers[node].sections["images"].split())
+        for node in settings.node_hosts
+    }
+    images.rows += report.image_rows(offered, held, settings.node_hosts)
+    if not answers[hub_name].error:
+        report.flag_image_servers(
+            servers.rows,
+            parse.parse_service_images(answers[hub_name].sections.get("service_images", "")),
+            set(offered),
+        )
     return report.Report(
-        str(settings.source), datetime.now(UTC), [hosts, swarm, stack, proxy, servers]
+        str(settings.source), datetime.now(UTC), [hosts, swarm, stack, proxy, images, servers]
     )
+
+
+def offered_images(settings: Settings) -> dict[str, list[str]]:
+    """Each image the hub offers now and the profiles that start on it (the user image first,
+    the base of every course layer, with no profile of its own when every profile has one)."""
+    offered: dict[str, list[str]] = {ref: [] for ref in images.offered_refs(settings)}
+    for profile in settings.profile_set().profiles:
+        offered[images.profile_ref(settings, profile)].append(profile.name)
+    return offered
 
 
 def host_row(name: str, roles: tuple[str, ...], answer: HostAnswer) -> report.Row:

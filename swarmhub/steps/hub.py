@@ -26,8 +26,13 @@ from swarmhub.steps.images import (
     image_present,
     image_ref,
     jupyterhub_version,
+    offered_history_command,
+    offered_refs,
+    profile_ref,
 )
-from swarmhub.templates import render
+from swarmhub.templates import render, serialize
+
+PROFILES_JSON = "profiles.json"  # beside jupyterhub_config.py, with PROFILES_FILE only
 
 CONTAINERS = ("chp", "jupyterhub", "cull")
 # name of the secret file -> the variables each container's env file gives it
@@ -134,6 +139,10 @@ def hub_settings_env(settings: Settings) -> str:
         # by each server when it starts (KERNEL_EGRESS=allow-list).
         "KERNEL_EGRESS_NAMES": ",".join(egress_names(settings)),
     }
+    if settings.profiles_file is not None:
+        # The profiles and their groups (profiles.json beside the config); without it the
+        # hub has one profile, made of the values above.
+        values["PROFILES"] = f"/srv/jupyterhub/{PROFILES_JSON}"
     lines = ["# Written by swarmhub (hub.deploy) from the env file."]
     lines += [f"{key}={value}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
@@ -203,6 +212,31 @@ def server_firewall(settings: Settings) -> str:
     )
 
 
+def profiles_json(settings: Settings) -> str:
+    """profiles.json: what the spawn form offers, each profile with the image its new servers
+    start on (hub.deploy writes it only once every node holds that image), and the groups the
+    hub syncs to the profiles file."""
+    profile_set = settings.profile_set()
+    return serialize(
+        {
+            "profiles": [
+                {
+                    "name": p.name,
+                    "display_name": p.display_name,
+                    "description": p.description,
+                    "image": profile_ref(settings, p),
+                    "mem_limit": p.mem_limit,
+                    "mem_guarantee": p.mem_guarantee,
+                    "cpu_limit": p.cpu_limit,
+                    "groups": list(p.groups),
+                }
+                for p in profile_set.profiles
+            ],
+            "groups": {name: list(members) for name, members in profile_set.groups.items()},
+        }
+    )
+
+
 def hub_config() -> str:
     return render("hub/jupyterhub_config.py")
 
@@ -221,6 +255,7 @@ def render_compose(settings: Settings) -> str:
             + hub_settings_env(settings)
             + auth_env(settings)
             + server_firewall(settings)
+            + (profiles_json(settings) if settings.profiles_file is not None else "")
         ).encode()
     ).hexdigest()[:16]
     overlay = layout(settings.swarm_subnet)
@@ -239,6 +274,7 @@ def render_compose(settings: Settings) -> str:
         hub_port=HUB_PORT,
         chp_address=overlay.chp,
         hub_address=overlay.hub,
+        profiles=PROFILES_JSON if settings.profiles_file is not None else "",
     )
 
 
@@ -262,8 +298,12 @@ def hub_answers(timeout: float = 120) -> Wait:
 
 def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tuple[str, str, str]]:
     """(path, content, mode) of every file the hub stack reads."""
+    profiles = []
+    if settings.profiles_file is not None:
+        profiles = [(f"{directory}/{PROFILES_JSON}", profiles_json(settings), "0644")]
     return [
         (f"{secrets_dir}/auth.env", auth_env(settings), "0600"),
+        *profiles,
         (f"{directory}/hub.env", hub_settings_env(settings), "0644"),
         # The module first: the config that imports it is never on the hub without it.
         (f"{directory}/swarmhub_spawner.py", spawner_module(), "0644"),
@@ -317,6 +357,7 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         if not ctx.changes_pending:
             raise SwarmhubError(f"{hub.name}: the {name} image {ref} is missing: run images.build")
         yield Later(f"the {name} image {ref}: built by images.build first")
+    yield from check_nodes_hold(ctx)
     running = running_containers(hub, directory)
     if not changed and not files and running >= set(CONTAINERS):
         yield Ok(f"hub stack running ({', '.join(CONTAINERS)})")
@@ -326,13 +367,36 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     what.append("started " + ", ".join(stopped) if stopped else "compose up")
     # Compose recreates only the containers whose definition changed: the hub's config digest
     # label restarts the hub alone when its configuration changed; chp keeps its routes.
+    history = []
+    if any(p.endswith(f"/{PROFILES_JSON}") for p, _, _, _ in files):
+        # What images.rollback goes back along (nothing when no profile has packages).
+        history = [c for c in [offered_history_command(settings)] if c]
     yield Change(
         "hub stack: " + "; ".join(what),
-        [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull"],
+        [f"cd {directory} && docker compose up -d --remove-orphans --quiet-pull", *history],
         files=[FileWrite.of(p, c, mode=m) for p, c, m, _ in files],
         then=[hub_answers()],
         restarts="JupyterHub" if "jupyterhub" in running and (files or changed) else "",
     )
+
+
+def check_nodes_hold(ctx: StepContext) -> Steps:
+    """The hub offers a profile's image only once every node holds it: no student's spawn
+    waits for a pull, nor fails on a node without it (images.distribute pulls them). The
+    user image itself is images.pull's, run before in every task that runs this step."""
+    settings = ctx.settings
+    for ref in offered_refs(settings)[1:]:
+        missing = [n for n in settings.node_hosts if not image_present(ctx.view(n), ref)]
+        if not missing:
+            yield Ok(f"every node holds {ref.rsplit('/', 1)[-1]}")
+        elif ctx.changes_pending:
+            yield Later(f"{ref}: pulled on {', '.join(missing)} by images.pull first")
+        else:
+            raise SwarmhubError(
+                f"{', '.join(missing)} lack{'s' if len(missing) == 1 else ''} {ref}, which a "
+                "profile offers: run `invoke images.distribute` first (the hub offers an image "
+                "only once every node holds it)"
+            )
 
 
 STEP = Step(

@@ -6,11 +6,13 @@ With IMAGE_SOURCE=pull, published images are pulled instead."""
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from pathlib import Path
 
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
+from swarmhub.profiles import Profile
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import build_once_command, debootstrap_base_command
 from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
@@ -18,7 +20,7 @@ from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import DEFAULT_SERIES, JUPYTERHUB_SERIES, PROJECT_ROOT, Settings
 from swarmhub.steps.docker_engine import registry_address
-from swarmhub.templates import serialize
+from swarmhub.templates import render, serialize
 
 IMAGES_DIR = PROJECT_ROOT / "images"
 IMAGE_NAMES = ("hub", "user")
@@ -143,6 +145,140 @@ def chp_ref(settings: Settings) -> str:
     return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
 
 
+# --- course packages: a thin layer on the user image, one content-addressed tag each ---
+
+COURSE_DOCKERFILE = "images/course.Dockerfile"  # templates/images/
+# Under HUB_DIR: "<profile> <tag>" each time hub.deploy offers a new profiles.json (oldest
+# first): what images.rollback goes back along.
+OFFERED_HISTORY = "images/offered"
+
+
+def course_files(profile: Profile) -> dict[str, bytes]:
+    """The build context of a profile's course layer."""
+    return {
+        "Dockerfile": render(COURSE_DOCKERFILE).encode(),
+        "requirements.txt": profile.pip.encode(),
+        "apt.txt": "".join(f"{name}\n" for name in profile.apt).encode(),
+    }
+
+
+def course_repository(settings: Settings) -> str:
+    return f"{registry_address(settings)}/{settings.user_image}-course"
+
+
+def course_tag(settings: Settings, profile: Profile) -> str:
+    """Changes with the user image it is built on and with the course's packages; two
+    profiles with the same packages share one tag."""
+    base = image_ref(settings, "user").encode()
+    return build_digest(settings, {"FROM": base, **course_files(profile)})
+
+
+def built_course_ref(settings: Settings, profile: Profile) -> str:
+    """The tag the profile's packages as they are now make (built unless pinned)."""
+    return f"{course_repository(settings)}:{course_tag(settings, profile)}"
+
+
+def profile_ref(settings: Settings, profile: Profile) -> str:
+    """The image a profile's new servers start on: a published image as it is named, the
+    user image, or the course layer's tag (the one IMAGE_PINS names, else the current)."""
+    if profile.image:
+        return profile.image
+    if not profile.has_packages:
+        return image_ref(settings, "user")
+    pin = settings.image_pins.get(profile.name)
+    return f"{course_repository(settings)}:{pin}" if pin else built_course_ref(settings, profile)
+
+
+def offered_refs(settings: Settings) -> list[str]:
+    """Every image the hub offers (once each, in the profiles' order), the user image first:
+    the base of every course layer, so a node pulls only a course's own layers."""
+    refs = [image_ref(settings, "user")]
+    for profile in settings.profile_set().profiles:
+        ref = profile_ref(settings, profile)
+        if ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def served_by_us(settings: Settings, ref: str) -> bool:
+    """The image comes from the hub's registry (not a published image)."""
+    return settings.image_source == "build" and ref.startswith(registry_address(settings) + "/")
+
+
+def course_lock_command(settings: Settings, ref: str, profile: Profile) -> str:
+    """The course layer's resolved versions, stored beside its tag on the hub
+    (HUB_DIR/images/<tag>.lock): pip's and the Debian packages'."""
+    tag = ref.rsplit(":", 1)[1]
+    lock = f"{settings.hub_dir}/images/{tag}.lock"
+    image = shlex.quote(ref)
+    dpkg = ""
+    if profile.apt:
+        names = " ".join(shlex.quote(name.split("=", 1)[0]) for name in profile.apt)
+        dpkg = (
+            f"; echo '# Debian'; docker run --rm --network none --entrypoint dpkg-query {image} "
+            f"-W -f '${{Package}}=${{Version}}\\n' {names}"
+        )
+    return (
+        f"mkdir -p {settings.hub_dir}/images && {{ echo '# pip'; docker run --rm --network none "
+        f"--entrypoint /opt/venv/bin/pip {image} freeze{dpkg}; }} > {lock}.new && "
+        f"mv {lock}.new {lock}"
+    )
+
+
+def offered_history_command(settings: Settings) -> str:
+    """Append the course tags a new profiles.json offers to the history on the hub."""
+    lines = [
+        f"{p.name} {profile_ref(settings, p).rsplit(':', 1)[1]}"
+        for p in settings.profile_set().profiles
+        if p.has_packages
+    ]
+    if not lines:
+        return ""
+    history = f"{settings.hub_dir}/{OFFERED_HISTORY}"
+    quoted = " ".join(shlex.quote(line) for line in lines)
+    return f"mkdir -p {settings.hub_dir}/images && printf '%s\\n' {quoted} >> {history}"
+
+
+def ensure_course_images_built(ctx: StepContext, hub: HostView) -> Steps:
+    """Each profile's course layer exists on the hub (pinned ones are never rebuilt: the pin
+    is a tag images.build made before, held by the registry)."""
+    settings = ctx.settings
+    wanted: dict[str, Profile] = {}
+    for profile in settings.profile_set().profiles:
+        if not profile.has_packages:
+            continue
+        if profile.name in settings.image_pins:
+            yield Ok(f"profile {profile.name}: pinned to {profile_ref(settings, profile)}")
+            continue
+        wanted.setdefault(built_course_ref(settings, profile), profile)
+    for ref, profile in wanted.items():
+        if image_present(hub, ref):
+            yield Ok(f"course image of {profile.name}: {ref}")
+            continue
+        tag = ref.rsplit(":", 1)[1]
+        context = build_context(settings, "course", tag)
+        user = image_ref(settings, "user")
+        version = f"--build-arg JUPYTERHUB_VERSION={jupyterhub_version(settings)} "
+        command = build_command(ref, user, context, version)
+        log = f"{shlex.quote(context)}/build.log"
+        yield Change(
+            f"built the course image of {profile.name} ({tag}) on {user.rsplit(':', 1)[1]}",
+            [
+                # A failure's last line (the one the run shows) is pip's or apt's own error
+                # when there is one ("No matching distribution found for ..."), without the
+                # colour codes the legacy builder wraps a step's stderr in.
+                f"{build_once_command(ref, command)} || {{ echo 'building {ref} failed:' >&2; "
+                f'tail -n 15 {log} >&2; echo "building the course image of {profile.name} '
+                f"failed: $(sed 's/\\x1b\\[[0-9;]*m//g' {log} | grep -E '^(ERROR: |E: )' "
+                f'| tail -n 1)" >&2; exit 1; }}',
+                course_lock_command(settings, ref, profile),
+                f"rm -rf {shlex.quote(context)}",
+            ],
+            files=[FileWrite.of(f"{context}/{f}", c) for f, c in course_files(profile).items()],
+            follow_up=False,  # the image is the fact: a build cut short leaves none
+        )
+
+
 def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     """chp's tag exists; it is made from the current hub image only when chp's files change."""
     ref = chp_ref(ctx.settings)
@@ -153,13 +289,14 @@ def ensure_chp_image(ctx: StepContext, hub: HostView) -> Steps:
     yield Change(f"chp image {ref}", [f"docker tag {shlex.quote(hub_ref)} {shlex.quote(ref)}"])
 
 
-def build_command(ref: str, base: str, context: str) -> str:
-    """Build one image; its log goes to build.log in its context."""
+def build_command(ref: str, base: str, context: str, extra: str = "") -> str:
+    """Build one image (``extra``: more `docker build` options); its log goes to build.log
+    in its context."""
     # The legacy builder on host networking: nested containers reach DNS and the package
     # registries the way the host does.
     return (
         f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
-        f"--build-arg BASE={shlex.quote(base)} --tag {shlex.quote(ref)} . > build.log 2>&1"
+        f"--build-arg BASE={shlex.quote(base)} {extra}--tag {shlex.quote(ref)} . > build.log 2>&1"
     )
 
 
@@ -247,6 +384,7 @@ def build(ctx: StepContext, hub: HostView) -> Steps:
     yield from ensure_base_image(ctx, hub)
     yield from ensure_images_built(ctx, hub)
     yield from ensure_chp_image(ctx, hub)
+    yield from ensure_course_images_built(ctx, hub)
 
 
 def registry_has(hub: HostView, ref: str) -> bool:
@@ -294,14 +432,28 @@ def serve(ctx: StepContext, hub: HostView) -> Steps:
             )
         else:
             yield Ok("docker-registry running, config up to date")
-    ref = image_ref(settings, "user")
+    for ref in offered_refs(settings):
+        if served_by_us(settings, ref):
+            yield from ensure_pushed(ctx, hub, ref)
+
+
+def ensure_pushed(ctx: StepContext, hub: HostView, ref: str) -> Steps:
+    """The hub's registry holds ``ref`` (the user image or a course layer)."""
     if registry_has(hub, ref):
         yield Ok(f"registry holds {ref}")
         return
     if not image_present(hub, ref):
+        pinned = ref.split("/", 1)[1].startswith(f"{ctx.settings.user_image}-course:") and any(
+            ref.endswith(f":{tag}") for tag in ctx.settings.image_pins.values()
+        )
+        if pinned:
+            raise SwarmhubError(
+                f"{hub.name}: IMAGE_PINS names {ref.rsplit(':', 1)[1]}, which neither the hub nor "
+                "its registry holds: pin a tag `invoke images.rollback` lists, or remove the pin"
+            )
         if not ctx.changes_pending:
-            raise SwarmhubError(f"{hub.name}: the user image {ref} is not built: run images.build")
-        yield Later(f"the user image {ref}: built by images.build first")
+            raise SwarmhubError(f"{hub.name}: the image {ref} is not built: run images.build")
+        yield Later(f"the image {ref}: built by images.build first")
     # The registry lists a tag only once its manifest, pushed last, is in: a push cut short
     # is pushed again.
     yield Change(f"pushed {ref} to the registry", [f"docker push -q {shlex.quote(ref)} >/dev/null"])
@@ -310,9 +462,14 @@ def serve(ctx: StepContext, hub: HostView) -> Steps:
 def pull(ctx: StepContext, node: HostView) -> Steps:
     """The node has the user image (and, with IMAGE_SOURCE=pull, so has the hub its own)."""
     settings = ctx.settings
-    names = ["user"] if "node" in node.roles else ["hub", "user"]
-    for name in names:
-        ref = image_ref(settings, name)
+    refs = {name: image_ref(settings, name) for name in ("hub", "user")}
+    if "node" in node.roles:
+        del refs["hub"]
+        # Every image a profile offers, so that no spawn waits for a pull: the hub offers an
+        # image only once every node has it (hub.deploy checks).
+        for ref in offered_refs(settings)[1:]:
+            refs[f"offered {ref.rsplit('/', 1)[-1]}"] = ref
+    for name, ref in refs.items():
         if image_present(node, ref):
             yield Ok(f"{name} image {ref}")
         else:
@@ -338,4 +495,219 @@ PULL = Step(
     parallel=True,
     summary="every node has the user image",
     on_node_add="node",
+)
+
+
+# --- images.rollback: the previous course tag of each profile, read on the hub ---
+
+
+def previous_tag(history: list[str], current: str, pinned: bool = False) -> str | None:
+    """The tag offered before ``current`` in a profile's history of offered tags (oldest
+    first): before its latest offering, or, when it is a pin (a rollback already), before
+    its first one (a second rollback goes further back). None: nothing before it."""
+    positions = [index for index, tag in enumerate(history) if tag == current]
+    if not positions:  # offered before the history was kept
+        others = [tag for tag in history if tag != current]
+        return others[-1] if others else None
+    before = history[: positions[0] if pinned else positions[-1]]
+    others = [tag for tag in before if tag != current]
+    return others[-1] if others else None
+
+
+def rollback_targets(ctx: StepContext, hub: HostView) -> Steps:
+    """For each profile with course packages: (current tag, previous tag or None), refusing
+    a previous tag the registry lost or one built on another JupyterHub major. Read-only."""
+    settings = ctx.settings
+    history_file = f"{settings.hub_dir}/{OFFERED_HISTORY}"
+    lines = hub.probe(f"cat {history_file} 2>/dev/null || true").stdout.splitlines()
+    wanted_major = jupyterhub_version(settings).split(".", 1)[0]
+    targets: dict[str, tuple[str, str | None]] = {}
+    for profile in settings.profile_set().profiles:
+        if not profile.has_packages:
+            continue
+        current = profile_ref(settings, profile).rsplit(":", 1)[1]
+        history = [line.split()[1] for line in lines if line.split()[:1] == [profile.name]]
+        previous = previous_tag(history, current, profile.name in settings.image_pins)
+        if previous is not None:
+            ref = f"{course_repository(settings)}:{previous}"
+            if not registry_has(hub, ref):
+                raise SwarmhubError(
+                    f"{hub.name}: {profile.name}'s previous tag {previous} is gone from the "
+                    "registry: nothing to roll back to"
+                )
+            label = '{{index .Config.Labels "io.swarmhub.jupyterhub"}}'
+            built_on = hub.probe(
+                f"docker image inspect --format '{label}' {shlex.quote(ref)} 2>/dev/null"
+            ).stdout.strip()
+            if built_on and built_on.split(".", 1)[0] != wanted_major:
+                raise SwarmhubError(
+                    f"{profile.name}'s previous tag {previous} was built on JupyterHub "
+                    f"{built_on} and the hub runs JupyterHub {jupyterhub_version(settings)}: "
+                    "its servers could not talk to the hub; no rollback across a major"
+                )
+        yield Ok(f"{profile.name}: offered {current}, before it {previous or 'nothing'}")
+        targets[profile.name] = (current, previous)
+    return targets
+
+
+ROLLBACK_TARGETS = Step(
+    name="images.rollback",
+    roles=frozenset({"hub"}),
+    apply=rollback_targets,
+    summary="the previous course tag of each profile",
+)
+
+
+# --- images.prune: old course tags off the nodes, the hub and its registry ---
+
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def tags_to_keep(
+    history: list[tuple[str, str]],
+    profiles: list[str],
+    keep: int,
+    always: set[str],
+) -> set[str]:
+    """The course tags pruning keeps: of each profile (of ``profiles``) the ``keep`` tags it
+    offered last (``history``: (profile, tag), oldest first; a tag offered again, as by a
+    rollback, counts from its latest offering), and ``always`` (offered or built now, pinned,
+    used by a running server). A profile no longer in the file keeps only what ``always``
+    holds."""
+    kept = set(always)
+    for name in profiles:
+        recent: list[str] = []
+        for profile, tag in reversed(history):
+            if profile == name and tag not in recent:
+                recent.append(tag)
+        kept.update(recent[:keep])
+    return kept
+
+
+def kept_course_tags(ctx: StepContext) -> set[str]:
+    """The course tags kept (see tags_to_keep), read on the hub once a run."""
+    settings = ctx.settings
+
+    def compute() -> set[str]:
+        hub = ctx.view(settings.hub_host)
+        lines = hub.probe(
+            f"cat {settings.hub_dir}/{OFFERED_HISTORY} 2>/dev/null || true"
+        ).stdout.splitlines()
+        history = [(p[0], p[1]) for p in (line.split() for line in lines) if len(p) == 2]
+        repository = course_repository(settings) + ":"
+        always: set[str] = set()
+        with_packages = [p for p in settings.profile_set().profiles if p.has_packages]
+        for profile in with_packages:
+            for ref in (profile_ref(settings, profile), built_course_ref(settings, profile)):
+                always.add(ref.rsplit(":", 1)[1])
+        # Every image a service uses: a running server's, or one starting now.
+        services = hub.probe("docker service ls --format '{{.Image}}'").stdout.split()
+        for image in services:
+            ref = image.split("@", 1)[0]
+            if ref.startswith(repository):
+                always.add(ref[len(repository) :])
+        # The tag each profile offers counts as its latest offering: hub.deploy, earlier in
+        # the run, appends it to the history in apply mode only (plan keeps what apply does).
+        history += [(p.name, profile_ref(settings, p).rsplit(":", 1)[1]) for p in with_packages]
+        names = [p.name for p in with_packages]
+        return tags_to_keep(history, names, settings.image_keep, always)
+
+    return ctx.remember("course_tags_kept", compute)
+
+
+def local_course_tags(settings: Settings, host: HostView) -> list[str]:
+    """The course tags ``host``'s Docker holds."""
+    repository = course_repository(settings)
+    listed = host.probe(
+        f"docker image ls --format '{{{{.Tag}}}}' {shlex.quote(repository)} 2>/dev/null || true"
+    ).stdout.split()
+    return sorted(tag for tag in set(listed) if tag != "<none>")
+
+
+def registry_manifests(settings: Settings, hub: HostView, tags: list[str]) -> dict[str, str]:
+    """tag -> the digest of its manifest in the hub's registry (what a delete names)."""
+    repository = course_repository(settings).split("/", 1)[1]
+    base = f"http://127.0.0.1:{settings.registry_port}/v2/{repository}/manifests"
+    found = {}
+    for tag in tags:
+        head = hub.probe(
+            f"curl -fsSI -H 'Accept: {MANIFEST_V2}' {base}/{tag} "
+            "| sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p'",
+            sudo=False,
+        ).stdout.strip()
+        if head.startswith("sha256:"):
+            found[tag] = head
+    return found
+
+
+def registry_course_tags(settings: Settings, hub: HostView) -> list[str]:
+    repository = course_repository(settings).split("/", 1)[1]
+    listed = hub.probe(
+        f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/{repository}/tags/list "
+        "2>/dev/null || true",
+        sudo=False,
+    ).stdout.strip()
+    return sorted(set(re.findall(r'"([0-9a-f]{12})"', listed.partition('"tags"')[2])))
+
+
+def prune(ctx: StepContext, host: HostView) -> Steps:
+    """Old course tags removed, keeping IMAGE_KEEP a profile and every tag in use; on the hub
+    from its registry too, whose garbage collection then frees their layers."""
+    settings = ctx.settings
+    if settings.image_source == "pull":
+        yield Ok("IMAGE_SOURCE=pull: no course images to prune")
+        return
+    kept = kept_course_tags(ctx)
+    repository = course_repository(settings)
+    local = [tag for tag in local_course_tags(settings, host) if tag not in kept]
+    commands = []
+    if local:
+        refs = " ".join(shlex.quote(f"{repository}:{tag}") for tag in local)
+        commands.append(f"docker image rm {refs} >/dev/null")
+    what = [f"tags {', '.join(local)}"] if local else []
+    then = []
+    if "hub" in host.roles:
+        stale = [tag for tag in registry_course_tags(settings, host) if tag not in kept]
+        manifests = registry_manifests(settings, host, stale)
+        path = repository.split("/", 1)[1]
+        base = f"http://127.0.0.1:{settings.registry_port}/v2/{path}/manifests"
+        for tag in stale:
+            if tag in manifests:
+                commands.append(f"curl -fsS -X DELETE {base}/{manifests[tag]}")
+        if manifests:
+            # The registry's garbage collection frees the layers no manifest names any more.
+            # It runs here, after images.pull: nothing pulls then but a starting server's
+            # manifest check, which a node answers from its own copy for the seconds the
+            # registry is stopped.
+            commands.append(
+                "systemctl stop docker-registry && { docker-registry garbage-collect "
+                f"{REGISTRY_CONFIG_PATH} >/dev/null; status=$?; "
+                "systemctl start docker-registry; exit $status; }"
+            )
+            then.append(
+                Wait(
+                    "the registry answers",
+                    f"curl -fsS -o /dev/null http://127.0.0.1:{settings.registry_port}/v2/",
+                    timeout=20,
+                    interval=0.5,
+                )
+            )
+            what.append(f"from the registry {', '.join(t for t in stale if t in manifests)}")
+    if not commands:
+        yield Ok(f"course images: {len(kept)} tag(s) kept, none to prune")
+        return
+    yield Change(
+        f"pruned old course images: {'; '.join(what)} (IMAGE_KEEP={settings.image_keep}, "
+        f"{len(kept)} tag(s) kept)",
+        commands,
+        then=then,
+    )
+
+
+PRUNE = Step(
+    name="images.prune",
+    roles=frozenset({"hub", "node"}),
+    apply=prune,
+    parallel=True,
+    summary="old course image tags removed from the nodes, the hub and its registry",
 )

@@ -3,8 +3,8 @@ when a node is added. `cluster.all`, `nodes.add`, the task collections and the R
 table are derived from (or checked against) this list.
 
 Naming rule: a step's name is its task's name, `<area>.<verb>` (`provision` alone is the
-first step of all). A task of several steps (`homes.setup`, `images.distribute`) is a group
-of steps that are tasks of their own too.
+first step that changes hosts). A task of several steps (`homes.setup`,
+`images.distribute`) is a group of steps that are tasks of their own too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from swarmhub.steps import (
     backup,
     docker_engine,
     firewall,
+    fit,
     homes,
     hub,
     images,
@@ -25,6 +26,8 @@ from swarmhub.steps import (
 )
 
 RUNBOOK: tuple[Step, ...] = (
+    # Read-only, first: a node too small for a profile stops the run before any host changes.
+    fit.STEP,
     provision.STEP,
     docker_engine.STEP,
     # After Docker (the firewall checks its API is not on TCP), before anything listens, and
@@ -38,6 +41,7 @@ RUNBOOK: tuple[Step, ...] = (
     images.SERVE,
     images.PULL,
     hub.STEP,
+    images.PRUNE,
     # The backup host before the hub's backup.setup, which opens (or makes) the repository.
     backup.TARGET,
     backup.STEP,
@@ -59,6 +63,11 @@ OPERATIONS: dict[str, tuple[Step, ...]] = {
 
 # What each task does, for `--help` (one line first, as a runbook paragraph reads).
 HELP: dict[str, str] = {
+    "profiles.check": (
+        "Check that every node has the memory each profile guarantees (read-only).\n\n"
+        "A node with less memory than a profile's guarantee never takes its servers: the run "
+        "stops there with one line, before any host changes."
+    ),
     "provision": (
         "Prepare every host: base packages, time sync, admin groups, CAs, kernel settings."
     ),
@@ -79,6 +88,12 @@ HELP: dict[str, str] = {
     "images.serve": "Serve the user image from the hub's registry.",
     "images.pull": "Pull the user image on every node.",
     "images.distribute": "Serve the user image from the hub's registry and pull it on every node.",
+    "images.prune": (
+        "Remove old course image tags from the nodes, the hub and its registry.\n\n"
+        "Keeps the IMAGE_KEEP tags each profile offered last, the tag it offers, a pin, and "
+        "every tag a running server uses; the registry's garbage collection then frees their "
+        "layers (the registry stops for seconds: nodes start servers from their own copy)."
+    ),
     "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
     "hub.upgrade": (
         "Upgrade JupyterHub to a new major: copy the database, migrate it, start the new hub.\n\n"
@@ -131,8 +146,15 @@ def table_rows() -> list[str]:
 
 
 def node_add_steps() -> list[Step]:
-    """What `nodes.add` runs, in order."""
-    return [step for step in RUNBOOK if step.on_node_add]
+    """What `nodes.add` runs, in order: the runbook's order, but the images pulled before the
+    node joins the swarm. A node takes servers from its join on, and the hub offers only
+    images every node holds: a new node must hold them (the user image, each profile's) by
+    then, so that no spawn there waits for a pull. (The pull needs Docker, its registry
+    setting and the hub's firewall open to the node: the steps before.)"""
+    steps = [step for step in RUNBOOK if step.on_node_add]
+    steps.remove(images.PULL)
+    steps.insert(steps.index(swarm.JOIN), images.PULL)
+    return steps
 
 
 def node_add_everywhere() -> frozenset[str]:

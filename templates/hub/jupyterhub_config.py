@@ -1,6 +1,7 @@
 # JupyterHub's configuration for swarmhub, copied to the hub by hub.deploy.
 # Every knob comes from the environment (hub.env and secrets/*.env beside it, rendered from
 # the env file), so this file reads the same on every deployment.
+import json
 import os
 import sys
 
@@ -8,7 +9,14 @@ import sys
 # both, compose.yml mounts both), so that changing them restarts the hub without a new image.
 # JupyterHub does not put this file's directory on sys.path; traitlets runs it with __file__.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swarmhub_spawner import CourseSwarmSpawner, SpawnQueue, home_maker, system_resolver
+from swarmhub_spawner import (
+    CourseSwarmSpawner,
+    SpawnQueue,
+    home_maker,
+    profile_form,
+    profile_options,
+    system_resolver,
+)
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 env = os.environ
@@ -61,6 +69,44 @@ c.SwarmSpawner.cpu_limit = float(env["USER_CPU_LIMIT"])
 # gone within about 15 s.
 c.SwarmSpawner.extra_task_spec = {"restart_policy": {"Condition": "none"}}
 c.Spawner.poll_interval = 5
+
+# --- Profiles (PROFILES_FILE, issue 15) ---
+# The servers a student may choose: profiles.json (written by hub.deploy from the env's
+# profiles file, each profile with the image its new servers start on), or the one made of
+# the values above. The spawn page offers the profiles a user may use (none: no form); the
+# choice, from the form, a URL's `opt-profile=NAME` or the REST API's {"profile": NAME}, is
+# checked again when the server starts (CourseSwarmSpawner.chosen_profile).
+if env.get("PROFILES"):
+    with open(env["PROFILES"]) as f:
+        PROFILES = json.load(f)
+else:
+    PROFILES = {
+        "profiles": [
+            {
+                "name": "default",
+                "display_name": "Default",
+                "description": "",
+                "image": c.SwarmSpawner.image,
+                "mem_limit": c.SwarmSpawner.mem_limit,
+                "mem_guarantee": c.SwarmSpawner.mem_guarantee,
+                "cpu_limit": c.SwarmSpawner.cpu_limit,
+                "groups": [],
+            }
+        ],
+        "groups": {},
+    }
+CourseSwarmSpawner.profiles = PROFILES["profiles"]
+c.CourseSwarmSpawner.options_form = profile_form
+c.CourseSwarmSpawner.options_from_form = profile_options
+# Groups: the profiles file is their source. load_groups creates them and adds members; the
+# group-sync service (swarmhub_spawner.py's main) removes those the file no longer lists.
+# Which source wins: for a group the profiles file declares, the file (a TA removed from it
+# loses the group, whatever added them); groups it does not declare (those an LMS will manage
+# through LTI, issue 20) are left alone.
+c.JupyterHub.load_groups = {
+    name: {"users": members} for name, members in PROFILES["groups"].items()
+}
+# --- end of profiles ---
 c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
 # A spawn not done in 3 s shows the progress page (the place in line) instead of a
 # browser tab that seems to hang for JupyterHub's default 10 s.
@@ -134,3 +180,22 @@ c.JupyterHub.load_roles = [
         "services": ["idle-culler"],
     }
 ]
+if PROFILES["groups"]:
+    # The group-sync service: started by the hub (a managed service), its own token.
+    c.JupyterHub.services.append(
+        {
+            "name": "group-sync",
+            "command": [
+                sys.executable,
+                os.path.join(os.path.dirname(__file__), "swarmhub_spawner.py"),
+            ],
+            "environment": {"SWARMHUB_PROFILES": env["PROFILES"]},
+        }
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "group-sync",
+            "scopes": ["read:groups", "admin:groups"],
+            "services": ["group-sync"],
+        }
+    )

@@ -154,3 +154,12 @@ def test_a_changed_unit_is_written_and_the_daemon_restarted() -> None:
         "systemctl daemon-reload",
         f"systemctl restart {git_server.UNIT_NAME}",
     )
+
+
+def test_a_profiles_link_starts_it_without_the_form_then_pulls() -> None:
+    link = interact_link(PUBLIC, "git://10.242.0.10/course", "lesson.ipynb", profile="lab")
+    assert link.startswith("https://jupyter.example.edu/hub/spawn?opt-profile=lab&next=")
+    assert query(link)["next"] == (
+        "/hub/user-redirect/git-pull?"
+        "repo=git%3A%2F%2F10.242.0.10%2Fcourse&urlpath=lab%2Ftree%2Fcourse%2Flesson.ipynb"
+    )

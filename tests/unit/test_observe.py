@@ -56,7 +56,7 @@ def test_a_sectioned_script_splits_back_into_its_sections() -> None:
 
 def test_probes_follow_the_roles(env: settings.Settings) -> None:
     node = commands.host_probe_sections(env, ("node",))
-    assert set(node) == {"now", "disk", "memory", "docker", "oom"}
+    assert set(node) == {"now", "disk", "memory", "docker", "oom", "images"}
     proxy = commands.host_probe_sections(env, ("proxy",))
     assert {"nginx", "cert"} <= set(proxy) and "docker" not in proxy
     hub = commands.host_probe_sections(env, ("hub", "proxy"))
@@ -639,3 +639,21 @@ def test_the_tasks_are_listed() -> None:
     listed = run("invoke", "--list").stdout
     for name in ("status", "logs", "health", "diagnose"):
         assert f"\n  {name} " in listed
+
+
+def test_a_node_lacking_an_offered_image_fails_and_old_servers_are_noted() -> None:
+    user, lab, old = "r:5000/swarmhub/user:aaa", "r:5000/swarmhub/user-course:bbb", "r/x:ccc"
+    offered = {user: ["python"], lab: ["lab"]}
+    held = {"n1": {user, lab}, "n2": {user}, "n3": None}
+    rows = report.image_rows(offered, held, ("n1", "n2", "n3"))
+    assert [(r.name, r.values["image"], r.values["nodes"]) for r in rows] == [
+        ("python", "user:aaa", "2/3"),
+        ("lab", "user-course:bbb", "1/3"),
+    ]
+    assert rows[0].ok and rows[0].note == "images of n3 unknown"
+    assert rows[1].problem == "n2 lacks user-course:bbb: run `invoke images.distribute`"
+    servers = [report.Row("alice", {"service": "jupyter-alice"}), report.Row("bob", {})]
+    report.flag_image_servers(servers, {"jupyter-alice": old}, set(offered))
+    assert servers[0].values["image"] == "x:ccc"
+    assert "no longer offered: a new start gets the current one" in servers[0].note
+    assert "image" not in servers[1].values and not servers[1].note

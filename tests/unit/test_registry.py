@@ -50,12 +50,13 @@ def test_steps_are_named_as_their_tasks_and_have_help() -> None:
 def test_nodes_add_runs_what_a_new_node_needs_and_opens_the_others_firewalls() -> None:
     names = [step.name for step in registry.node_add_steps()]
     assert names == [
+        "profiles.check",
         "provision",
         "docker.install",
         "firewall.configure",
+        "images.pull",  # before the join: the node takes servers from then on
         "swarm.join",
         "homes.mount",
-        "images.pull",
         "monitor.deploy",
     ]
     assert registry.node_add_everywhere() == {"firewall.configure"}
