@@ -1,7 +1,10 @@
 """The backup secrets the provisioner keeps: the restic repository's password and the SFTP key
 pair of the hub's backups, made (0600) the first time a deploy needs them, in
-PROJECT_ROOT/.swarmhub/<env file's name>/ (git ignores it). The repository is unreadable
-without the password: this copy (and one offline) is what recovers a lost hub.
+PROJECT_ROOT/.swarmhub/<HUB_HOST>/ (git ignores it). The repository is unreadable without the
+password: this copy (and one offline) is what recovers a lost hub.
+
+Named after the hub, not the env file: one cluster may be reached through several env files
+(a copy with one more node, a staff member's own), and each must find the same password.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ class LocalSecrets:
 
 
 def secrets_dir(settings: Settings) -> Path:
-    """Where the provisioner keeps the backup secrets of this env file (never committed)."""
-    return PROJECT_ROOT / ".swarmhub" / Path(settings.source).stem
+    """Where the provisioner keeps the backup secrets of this cluster's hub (never committed)."""
+    return PROJECT_ROOT / ".swarmhub" / settings.hub_host
 
 
 def local_secrets(settings: Settings) -> LocalSecrets:

@@ -21,7 +21,7 @@ def hub(c, at=None, force=False):
 
     The hub's secrets, database and every home come back from the latest snapshot (or --at),
     then the hub starts on them; the nodes leave the old swarm and join the new one. The
-    repository's password comes from this machine's copy (.swarmhub/<env>/). Refused when the
+    repository's password comes from this machine's copy (.swarmhub/<HUB_HOST>/). Refused when the
     hub is up with users (--force). See docs/recovery.md."""
     settings = env_settings.load()
     steps = recover.recovery_steps(at, force)

@@ -11,7 +11,7 @@ live file. A systemd timer on the hub runs it on BACKUP_SCHEDULE; the tasks run 
 script over SSH.
 
 The repository's password and the SFTP key are made on the provisioner at the first deploy
-(PROJECT_ROOT/.swarmhub/<env file's name>/, 0600) and kept 0600 on the hub: the repository is
+(PROJECT_ROOT/.swarmhub/<HUB_HOST>/, 0600) and kept 0600 on the hub: the repository is
 unreadable without the password, so the provisioner's copy is what recovers a lost hub. A hub
 whose password differs from the provisioner's is refused, never overwritten.
 """

@@ -110,7 +110,7 @@ HELP: dict[str, str] = {
         "Install restic, the backup script and its timer (BACKUP_SCHEDULE) on the hub; open "
         "or make the repository.\n\n"
         "The repository's password and the SFTP key are made on this machine the first time "
-        "(.swarmhub/<env>/, 0600; its path is printed, never the secret) and kept 0600 on the "
+        "(.swarmhub/<HUB_HOST>/, 0600; its path is printed, never the secret) and kept 0600 on the "
         "hub; a hub whose password differs is refused, never overwritten."
     ),
     "proxy.configure": (

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from swarmhub import settings as env_settings
 from swarmhub.steps import backup
 from swarmhub.student import Student
 from tests.cli import ROOT, docker, run
@@ -74,7 +75,7 @@ def alice(deployed: Path) -> Iterator[Student]:
 
 
 def test_the_secrets_are_0600_here_and_on_the_hub(deployed: Path) -> None:
-    kept = ROOT / ".swarmhub" / deployed.stem
+    kept = ROOT / ".swarmhub" / env_settings.load(str(deployed)).hub_host
     for name in ("restic-password", "backup-sftp-key"):
         assert stat.S_IMODE((kept / name).stat().st_mode) == 0o600, name
     modes = on_hub(deployed, f"sudo stat -c '%a %U' {backup.PASSWORD} {backup.KEY}")

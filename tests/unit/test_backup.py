@@ -95,7 +95,7 @@ def test_the_provisioners_secrets_are_made_once_0600(
     monkeypatch.setattr(backup_secrets, "PROJECT_ROOT", tmp_path)
     loaded = load(tmp_path, TARGET)
     first = backup_secrets.local_secrets(loaded)
-    assert first.directory == tmp_path / ".swarmhub" / "course"
+    assert first.directory == tmp_path / ".swarmhub" / "hub"  # HUB_HOST: every env file of it
     for name in ("restic-password", "backup-sftp-key"):
         assert stat.S_IMODE((first.directory / name).stat().st_mode) == 0o600
     assert len(first.password.strip()) >= 40 and first.public_key.startswith("ssh-ed25519 ")
