@@ -28,6 +28,7 @@ from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
 from swarmhub.steps.hub import hub_answers
+from swarmhub.steps.metrics import BACKUP_METRIC, BACKUP_METRIC_FILE
 from swarmhub.templates import render
 
 SCRIPT = "/usr/local/sbin/swarmhub-backup"
@@ -43,6 +44,8 @@ def render_script(settings: Settings) -> str:
         keep=settings.backup_keep,
         hub_dir=settings.hub_dir,
         data_dir=settings.hub_data_dir,
+        metric_file=BACKUP_METRIC_FILE,
+        metric_name=BACKUP_METRIC,
     )
 
 

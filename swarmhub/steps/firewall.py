@@ -1,7 +1,8 @@
 """firewall.configure: an nftables firewall on every host, loaded at boot by a systemd unit.
 
 From anywhere: SSH on every host, 80/443 on the proxy. Between cluster hosts only: the swarm
-ports, the registry and storage; chp's port 8000 on the hub from the proxy host only. Users'
+ports, the registry, storage and the node exporter (METRICS); chp's port 8000 on the hub
+from the proxy host only. Users'
 containers cannot open connections to FIREWALL_BLOCKED_FROM_USERS (cloud metadata), nor to
 any port of a cluster host (their own node's included) but the proxy's 80/443 and
 FIREWALL_CLUSTER_TCP_PORTS.
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.parallel import pool_width
-from swarmhub.ports import CHP_PORT
+from swarmhub.ports import CHP_PORT, NODE_EXPORTER_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
 from swarmhub.runbook.host import HostView
@@ -70,6 +71,8 @@ def render_rules(
     internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
+    if settings.metrics == "on":
+        internal_tcp.append(NODE_EXPORTER_PORT)  # scraped by Prometheus on the hub
     blocked = [str(network) for network in settings.firewall_blocked_from_users]
     sets = [
         _set("cluster", sorted(set(cluster))),
