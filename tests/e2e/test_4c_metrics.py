@@ -1,0 +1,185 @@
+"""Metrics and alerts (monitor.metrics): Prometheus on the hub counts the servers students
+start, `invoke metrics` shows them, no monitoring port answers from outside or from a
+student's kernel, a second cluster.all changes nothing; last (destructive), a node VM
+powered off is one notification at a webhook sink, and one "resolved" once it is back.
+
+The sink is test_4b's (a container on the sandbox's network); Alertmanager's Slack payloads
+land in its alertmanager.jsonl, the agent's in alerts.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmhub.ports import (
+    ALERTMANAGER_PORT,
+    BLACKBOX_PORT,
+    CHP_METRICS_PORT,
+    NODE_EXPORTER_PORT,
+    PROMETHEUS_PORT,
+)
+from tests.cli import docker, run
+from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, PROXY, on_hub, student
+from tests.e2e.test_4_observe import wait_until_healthy
+from tests.e2e.test_4b_monitor import Sink, sink  # noqa: F401 (the sink fixture)
+from tests.e2e.test_7b_isolation import REACH
+
+pytestmark = pytest.mark.e2e
+
+MONITORING_PORTS = (
+    PROMETHEUS_PORT,
+    ALERTMANAGER_PORT,
+    9094,  # Alertmanager's cluster gossip (turned off)
+    BLACKBOX_PORT,
+    NODE_EXPORTER_PORT,
+    CHP_METRICS_PORT,
+)
+USERS = ("metrics-ann", "metrics-bob", "metrics-cem")
+WEBHOOK_PATH = "/hooks/metrics-secret-path"
+
+
+def query(cluster: Path, expr: str) -> list[dict]:
+    """An instant query of Prometheus, on the hub (it listens on its loopback only)."""
+    answer = on_hub(
+        cluster,
+        f"curl -sS --get http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query "
+        f"--data-urlencode 'query={expr}'",
+    )
+    return json.loads(answer)["data"]["result"]
+
+
+def wait_for_value(cluster: Path, expr: str, at_least: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    value = float("nan")
+    while time.monotonic() < deadline:
+        result = query(cluster, expr)
+        value = float(result[0]["value"][1]) if result else float("nan")
+        if value >= at_least:
+            return value
+        time.sleep(3)
+    raise AssertionError(f"{expr} = {value} after {timeout:.0f} s, wanted >= {at_least}")
+
+
+@pytest.fixture(scope="module")
+def alerting(cluster: Path, sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:  # noqa: F811
+    """Alertmanager posting to the sink; back to no webhook at the end."""
+    env = tmp_path_factory.mktemp("env") / "alerting.env"
+    env.write_text(
+        cluster.read_text()
+        + f"ALERT_WEBHOOK_URL=http://{sink.address}:8080{WEBHOOK_PATH}\n"
+        + "ALERT_MIN_INTERVAL=30\n"
+    )
+    result = run("invoke", "monitor.metrics", env_file=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert WEBHOOK_PATH not in result.stdout + result.stderr
+    assert "Alertmanager's routes: alertmanager.yml checked and installed" in result.stdout
+    yield env
+    result = run("invoke", "monitor.metrics", env_file=cluster)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
+    students = [student(name) for name in USERS]
+    try:
+        for each in students:
+            each.login()
+            each.start_server()
+        wait_for_value(cluster, "jupyterhub_running_servers", len(USERS), timeout=60)
+        # every target answers: the node exporters, the hub (its token), chp, the proxy's TLS
+        up = {
+            (r["metric"]["job"], r["metric"]["host"]): r["value"][1] for r in query(cluster, "up")
+        }
+        assert {job for job, _ in up} >= {"node", "jupyterhub", "chp", "proxy", "alertmanager"}
+        assert all(value == "1" for value in up.values()), up
+        assert {host for job, host in up if job == "node"} == {HUB, PROXY, *NODE_LIST}
+        assert query(cluster, "probe_ssl_earliest_cert_expiry"), "no certificate end date"
+
+        result = run("invoke", "metrics", env_file=cluster)
+        assert result.returncode == 0, result.stdout + result.stderr
+        row = next(line for line in result.stdout.splitlines() if line.startswith("running"))
+        assert int(row.split()[-2]) >= len(USERS), result.stdout
+        assert "alerts: none firing" in result.stdout
+    finally:
+        for each in students:
+            each.stop_server()
+
+
+def test_the_backup_writes_its_age_for_prometheus(cluster: Path) -> None:
+    assert run("invoke", "backup.run", env_file=cluster).returncode == 0
+    age = wait_for_value(
+        cluster, "time() - swarmhub_backup_last_success_timestamp_seconds", 0, timeout=60
+    )
+    assert age < 300
+
+
+def test_no_monitoring_port_answers_from_outside(cluster: Path) -> None:
+    for host in (PROXY, HUB, NODE_LIST[0]):
+        for port in MONITORING_PORTS:
+            with pytest.raises(OSError):
+                socket.create_connection((ADDRESSES[host], port), timeout=3).close()
+
+
+def test_no_monitoring_port_answers_a_students_kernel(cluster: Path) -> None:
+    kernel = student("metrics-kim")
+    kernel.login()
+    kernel.start_server()
+    try:
+        targets = [
+            (f"{host}:{port}", ADDRESSES[host], port)
+            for host in (HUB, PROXY, *NODE_LIST)
+            for port in MONITORING_PORTS
+        ]
+        found = json.loads(kernel.run_code(f"TARGETS = {targets!r}\n" + REACH))
+        assert set(found.values()) == {"blocked"}, found
+    finally:
+        kernel.stop_server()
+
+
+def test_a_second_cluster_all_changes_nothing(cluster: Path) -> None:
+    result = run("invoke", "cluster.all", env_file=cluster, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "changed:" not in result.stdout, result.stdout[-3000:]
+
+
+def firing_and_resolved(sink: Sink, node: str) -> tuple[list[str], list[str]]:  # noqa: F811
+    got = [entry["text"] for entry in sink.received("alertmanager.jsonl")]
+    return [t for t in got if t.startswith("[FIRING")], [
+        t for t in got if node in t and t.startswith("[RESOLVED")
+    ]
+
+
+def test_a_node_powered_off_is_one_notification(
+    alerting: Path,
+    sink: Sink,  # noqa: F811
+    cluster: Path,
+) -> None:
+    node = NODE_LIST[-1]
+    docker("kill", node)
+    try:
+        deadline = time.monotonic() + 150
+        while not firing_and_resolved(sink, node)[0]:
+            assert time.monotonic() < deadline, "no notification within 150 s"
+            time.sleep(2)
+        firing, _ = firing_and_resolved(sink, node)
+        assert "HostDown" in firing[0] and node in firing[0], firing
+        assert "First: invoke status" in firing[0]
+        result = run("invoke", "metrics", env_file=cluster)
+        assert result.returncode == 1 and f"! HostDown {node}" in result.stdout, result.stdout
+        time.sleep(60)  # nothing else about it (inhibited, grouped)
+        assert len(firing_and_resolved(sink, node)[0]) == 1, sink.received("alertmanager.jsonl")
+    finally:
+        up = run("invoke", "sandbox.up", env_file=cluster)
+        assert up.returncode == 0, up.stdout + up.stderr
+    deadline = time.monotonic() + 180
+    while not firing_and_resolved(sink, node)[1]:
+        assert time.monotonic() < deadline, sink.received("alertmanager.jsonl")
+        time.sleep(2)
+    firing, resolved = firing_and_resolved(sink, node)
+    assert (len(firing), len(resolved)) == (1, 1), sink.received("alertmanager.jsonl")
+    wait_until_healthy(cluster)
