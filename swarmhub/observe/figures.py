@@ -15,6 +15,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.observe import commands, parse
 from swarmhub.observe.remote import open_host
 from swarmhub.settings import Settings
+from swarmhub.steps.metrics import NOT_DISKS
 
 COMMAND_TIMEOUT = 30
 
@@ -78,8 +79,9 @@ FIGURES: tuple[Figure, ...] = (
 # By host: now, and the highest of the last hour.
 MEMORY = "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)"
 CPU = '100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[2m])))'
-ROOT_FS = '{mountpoint="/"}'
-DISK = f"100 * (1 - node_filesystem_avail_bytes{ROOT_FS} / node_filesystem_size_bytes{ROOT_FS})"
+# The fullest of a host's disks (not tmpfs, not a mount of another host's: metrics.NOT_DISKS).
+DISKS = f'{{fstype!~"{NOT_DISKS}"}}'
+DISK = f"100 * (1 - node_filesystem_avail_bytes{DISKS} / node_filesystem_size_bytes{DISKS})"
 BY_HOST = {"memory": MEMORY, "cpu": CPU, "disk": DISK}
 
 
@@ -157,7 +159,7 @@ def render(metrics: Metrics, hosts: list[str]) -> str:
         now = number(metrics.values[f"now{index}"], figure.unit)
         hour = number(metrics.values[f"hour{index}"], figure.unit) if figure.hour else ""
         lines.append(f"{figure.label:32} {now:>8} {hour:>10}")
-    lines += ["", f"{'HOST':16} {'MEMORY':>7} {'CPU':>5} {'DISK /':>7}   (highest of the hour)"]
+    lines += ["", f"{'HOST':16} {'MEMORY':>7} {'CPU':>5} {'DISK':>7}   (highest of the hour)"]
     columns = {name: by_host(metrics.values[f"host_{name}"]) for name in BY_HOST}
     hourly = {name: by_host(metrics.values[f"host_{name}_hour"]) for name in BY_HOST}
     for host in hosts:
