@@ -34,7 +34,17 @@ def over_hour(expr: str, how: str = "max") -> str:
     return f"{how}_over_time(({expr})[1h:1m])"
 
 
+def new_or_increase(counter: str, window: str) -> str:
+    """A counter's growth over ``window``, its series born within it counted too (the
+    agent's OOM counts start with a user's first kill, which increase() alone misses)."""
+    return (
+        f"(sum(increase({counter}[{window}])) or vector(0)) + "
+        f"(sum({counter} unless {counter} offset {window}) or vector(0))"
+    )
+
+
 SPAWNS = "jupyterhub_server_spawn_duration_seconds"
+OOM_KILLS = "swarmhub_server_oom_kills_total"
 FIGURES: tuple[Figure, ...] = (
     Figure(
         "running servers",
@@ -62,11 +72,7 @@ FIGURES: tuple[Figure, ...] = (
         f'histogram_quantile(0.95, sum by (le) (rate({SPAWNS}_bucket{{status="success"}}[1h])))',
         " s",
     ),
-    Figure(
-        "OOM kills",
-        "sum(increase(swarmhub_server_oom_kills_total[5m])) or vector(0)",
-        "sum(increase(swarmhub_server_oom_kills_total[1h])) or vector(0)",
-    ),
+    Figure("OOM kills", new_or_increase(OOM_KILLS, "5m"), new_or_increase(OOM_KILLS, "1h")),
     Figure(
         "last good backup, age",
         "(time() - max(swarmhub_backup_last_success_timestamp_seconds)) / 3600",

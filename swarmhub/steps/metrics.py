@@ -298,7 +298,8 @@ def alert_rules(settings: Settings, backup_period: int) -> dict[str, Any]:
         # dead-kernel alert into it: Alertmanager keeps it silent (see its routes).
         alert(
             "ServerOOMKilled",
-            f"increase({OOM_METRIC}[5m]) > 0",
+            # A user's first kill is a new series, which increase() does not see: `unless`.
+            f"({OOM_METRIC} unless {OOM_METRIC} offset 5m) or increase({OOM_METRIC}[5m]) > 0",
             "0s",
             "{{ $labels.user }}'s server was OOM-killed on " + host + " (its memory limit)",
             "invoke logs user:{{ $labels.user }}",

@@ -24,6 +24,7 @@ from swarmhub.ports import (
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
 )
+from swarmhub.student import KernelDied
 from tests.cli import docker, run
 from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, PROXY, on_hub, student
 from tests.e2e.test_4_observe import wait_until_healthy
@@ -68,20 +69,21 @@ def wait_for_value(cluster: Path, expr: str, at_least: float, timeout: float) ->
 
 @pytest.fixture(scope="module")
 def alerting(cluster: Path, sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:  # noqa: F811
-    """Alertmanager posting to the sink; back to no webhook at the end."""
+    """Alertmanager and the agent posting to the sink; back to no webhook at the end."""
     env = tmp_path_factory.mktemp("env") / "alerting.env"
     env.write_text(
         cluster.read_text()
         + f"ALERT_WEBHOOK_URL=http://{sink.address}:8080{WEBHOOK_PATH}\n"
         + "ALERT_MIN_INTERVAL=30\n"
     )
-    result = run("invoke", "monitor.metrics", env_file=env)
+    result = run("invoke", "monitor.deploy", "monitor.metrics", env_file=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert WEBHOOK_PATH not in result.stdout + result.stderr
     assert "Alertmanager's routes: alertmanager.yml checked and installed" in result.stdout
     yield env
-    result = run("invoke", "monitor.metrics", env_file=cluster)
+    result = run("invoke", "monitor.deploy", "monitor.metrics", env_file=cluster)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed the swarmhub-agent" in result.stdout
 
 
 def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
@@ -147,6 +149,50 @@ def test_a_second_cluster_all_changes_nothing(cluster: Path) -> None:
     assert "changed:" not in result.stdout, result.stdout[-3000:]
 
 
+def test_metrics_off_stops_them_and_on_starts_them_again(cluster: Path, tmp_path: Path) -> None:
+    off = tmp_path / "off.env"
+    off.write_text(cluster.read_text() + "METRICS=off\n")
+    result = run("invoke", "monitor.metrics", env_file=off)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stopped prometheus (METRICS=off)" in result.stdout
+    asked = run("invoke", "metrics", env_file=off)
+    assert asked.returncode == 1 and "METRICS=off" in asked.stderr, asked.stderr
+    result = run("invoke", "monitor.metrics", env_file=cluster)
+    assert result.returncode == 0 and "started prometheus" in result.stdout, result.stdout
+    wait_for_value(cluster, 'sum(up{job="node"})', len(NODE_LIST) + 2, timeout=60)
+
+
+def test_an_oom_kill_is_a_metric_naming_the_user_and_one_notification(
+    alerting: Path,
+    sink: Sink,  # noqa: F811
+) -> None:
+    user = "metrics-oona"
+    oona = student(user)
+    oona.login()
+    oona.start_server()
+    try:
+        with pytest.raises(KernelDied):  # USER_MEM_LIMIT=512M in the test env
+            oona.run_code("hog = bytearray(900 * 2**20)")
+        sink.wait_for("alerts.jsonl", f"{user}'s server", timeout=30)  # the agent's, at once
+        expr = f'swarmhub_server_oom_kills_total{{user="{user}"}}'
+        wait_for_value(alerting, expr, 1, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            result = run("invoke", "metrics", env_file=alerting)
+            if "! ServerOOMKilled" in result.stdout:
+                break
+            assert time.monotonic() < deadline, result.stdout
+            time.sleep(5)
+        assert result.returncode == 1, result.stdout
+        assert f"{user}'s server was OOM-killed on {NODE_LIST[0][:-1]}" in result.stdout
+        assert f"first: invoke logs user:{user}" in result.stdout
+        time.sleep(45)  # past Alertmanager's group_wait: the agent's alert is the only one
+        assert not [e for e in sink.received("alertmanager.jsonl") if user in e["text"]]
+        assert len([e for e in sink.received("alerts.jsonl") if user in e["text"]]) == 1
+    finally:
+        oona.stop_server()
+
+
 def firing_and_resolved(sink: Sink, node: str) -> tuple[list[str], list[str]]:  # noqa: F811
     got = [entry["text"] for entry in sink.received("alertmanager.jsonl")]
     return [t for t in got if t.startswith("[FIRING")], [
@@ -171,8 +217,9 @@ def test_a_node_powered_off_is_one_notification(
         assert "First: invoke status" in firing[0]
         result = run("invoke", "metrics", env_file=cluster)
         assert result.returncode == 1 and f"! HostDown {node}" in result.stdout, result.stdout
-        time.sleep(60)  # nothing else about it (inhibited, grouped)
+        time.sleep(60)  # nothing else about it (inhibited, grouped), nor from the agent
         assert len(firing_and_resolved(sink, node)[0]) == 1, sink.received("alertmanager.jsonl")
+        assert not [e for e in sink.received("alerts.jsonl") if node in e["text"]]
     finally:
         up = run("invoke", "sandbox.up", env_file=cluster)
         assert up.returncode == 0, up.stdout + up.stderr
