@@ -13,6 +13,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -91,8 +92,12 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
     try:
         for each in students:
             each.login()
-            each.start_server()
-        wait_for_value(cluster, "jupyterhub_running_servers", len(USERS), timeout=60)
+        # at once: the test env culls a server idle for 60 s
+        with ThreadPoolExecutor(max_workers=len(students)) as pool:
+            list(pool.map(lambda each: each.start_server(), students))
+        wait_for_value(
+            cluster, "max_over_time(jupyterhub_running_servers[2m])", len(USERS), timeout=60
+        )
         # every target answers: the node exporters, the hub (its token), chp, the proxy's TLS
         up = {
             (r["metric"]["job"], r["metric"]["host"]): r["value"][1] for r in query(cluster, "up")

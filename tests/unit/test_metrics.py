@@ -13,6 +13,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.monitor import agent
 from swarmhub.observe import commands, figures
 from swarmhub.steps import metrics, monitor
+from tests.unit.fakehost import answering, declared, view_of
 
 ENV = "HUB_HOST=h\nNODE_HOSTS=n1,n2\nPROXY_HOST=p\nAUTHENTICATOR=native\n"
 
@@ -160,3 +161,38 @@ def test_the_report_names_firing_alerts_and_their_first_command() -> None:
 def test_a_prometheus_that_does_not_answer_is_one_line() -> None:
     found = figures.parse_answers({"up": "curl: (7) Failed to connect to 127.0.0.1 port 9090"})
     assert found.error and "\n" not in figures.render(found, ["h"])
+
+
+def test_a_config_is_checked_where_it_was_staged_before_it_is_installed() -> None:
+    hub = answering("h", ("hub",), {}, {metrics.ALERTMANAGER_CONFIG: "content"})
+    items = declared(
+        metrics.checked_install(
+            view_of(hub),
+            [(metrics.ALERTMANAGER_CONFIG, "route: {}\n", "0640", "prometheus")],
+            "amtool check-config {}/alertmanager.yml",
+            "systemctl reload-or-restart prometheus-alertmanager",
+            "Alertmanager's routes",
+        )
+    )
+    (change,) = items
+    # written to the staged directory only; the check first: when amtool rejects the file,
+    # the commands stop there and the running config stays in place
+    assert [f.path for f in change.files] == [f"{metrics.STAGED_DIR}/alertmanager.yml"]
+    assert change.commands[0] == f"amtool check-config {metrics.STAGED_DIR}/alertmanager.yml"
+    assert change.commands[1].startswith("install -m 0640 -o root -g prometheus ")
+    assert change.commands[-1] == "systemctl reload-or-restart prometheus-alertmanager"
+
+
+def test_a_config_as_wanted_is_left_alone() -> None:
+    hub = answering("h", ("hub",), {}, {metrics.RULES: "", metrics.PROMETHEUS_CONFIG: ""})
+    files = [(metrics.RULES, "a", "0644", "root"), (metrics.PROMETHEUS_CONFIG, "b", "0644", "root")]
+    items = declared(metrics.checked_install(view_of(hub), files, "true", "true", "rules"))
+    assert [type(item).__name__ for item in items] == ["Ok"]
+
+
+def test_the_webhooks_ca_is_alertmanagers_too(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = load(tmp_path, f"ALERT_WEBHOOK_URL=https://hooks.example/x\nALERT_CA_FILE={ca}\n")
+    slack = metrics.alertmanager_config(env)["receivers"][1]["slack_configs"][0]
+    assert slack["http_config"] == {"tls_config": {"ca_file": metrics.ALERT_CA}}
