@@ -235,3 +235,13 @@ def test_a_node_powered_off_is_one_notification(
     firing, resolved = firing_and_resolved(sink, node)
     assert (len(firing), len(resolved)) == (1, 1), sink.received("alertmanager.jsonl")
     wait_until_healthy(cluster)
+    # The tests after this module find a cluster whose servers start on every node again.
+    students = [student(name) for name in USERS]
+    for each in students:
+        each.login()
+    try:
+        with ThreadPoolExecutor(max_workers=len(students)) as pool:
+            list(pool.map(lambda each: each.start_server(), students))
+    finally:
+        for each in students:
+            each.stop_server()
