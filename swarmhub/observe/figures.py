@@ -28,6 +28,9 @@ class Figure:
     now: str
     hour: str
     unit: str = ""
+    # The hour's is its highest, which includes now (its subquery's last step may be up to a
+    # minute old).
+    highest: bool = False
 
 
 def over_hour(expr: str, how: str = "max") -> str:
@@ -43,6 +46,11 @@ def new_or_increase(counter: str, window: str) -> str:
     )
 
 
+def count(expr: str) -> str:
+    """A count of events (increase() extrapolates: 7.3 starts is 7), 0 when there are none."""
+    return f"round({expr}) or vector(0)"
+
+
 SPAWNS = "jupyterhub_server_spawn_duration_seconds"
 OOM_KILLS = "swarmhub_server_oom_kills_total"
 FIGURES: tuple[Figure, ...] = (
@@ -50,21 +58,23 @@ FIGURES: tuple[Figure, ...] = (
         "running servers",
         "sum(jupyterhub_running_servers)",
         over_hour("sum(jupyterhub_running_servers)"),
+        highest=True,
     ),
     Figure(
         "active users (24 h)",
         'sum(jupyterhub_active_users{period="24h"})',
         over_hour('sum(jupyterhub_active_users{period="24h"})'),
+        highest=True,
     ),
     Figure(
         "server starts",
-        f"sum(increase({SPAWNS}_count[5m])) or vector(0)",
-        f"sum(increase({SPAWNS}_count[1h])) or vector(0)",
+        count(f"sum(increase({SPAWNS}_count[5m]))"),
+        count(f"sum(increase({SPAWNS}_count[1h]))"),
     ),
     Figure(
         "failed starts",
-        f'sum(increase({SPAWNS}_count{{status!="success"}}[5m])) or vector(0)',
-        f'sum(increase({SPAWNS}_count{{status!="success"}}[1h])) or vector(0)',
+        count(f'sum(increase({SPAWNS}_count{{status!="success"}}[5m]))'),
+        count(f'sum(increase({SPAWNS}_count{{status!="success"}}[1h]))'),
     ),
     Figure(
         "start time p95",
@@ -72,7 +82,11 @@ FIGURES: tuple[Figure, ...] = (
         f'histogram_quantile(0.95, sum by (le) (rate({SPAWNS}_bucket{{status="success"}}[1h])))',
         " s",
     ),
-    Figure("OOM kills", new_or_increase(OOM_KILLS, "5m"), new_or_increase(OOM_KILLS, "1h")),
+    Figure(
+        "OOM kills",
+        f"round({new_or_increase(OOM_KILLS, '5m')})",
+        f"round({new_or_increase(OOM_KILLS, '1h')})",
+    ),
     Figure(
         "last good backup, age",
         "(time() - max(swarmhub_backup_last_success_timestamp_seconds)) / 3600",
@@ -162,8 +176,12 @@ def render(metrics: Metrics, hosts: list[str]) -> str:
         return f"metrics: no answer from Prometheus on the hub: {metrics.error}"
     lines = [f"{'(counts: NOW is the last 5 min)':32} {'NOW':>8} {'LAST HOUR':>10}"]
     for index, figure in enumerate(FIGURES):
-        now = number(metrics.values[f"now{index}"], figure.unit)
-        hour = number(metrics.values[f"hour{index}"], figure.unit) if figure.hour else ""
+        now_samples = metrics.values[f"now{index}"]
+        now = number(now_samples, figure.unit)
+        hour_samples = metrics.values.get(f"hour{index}", [])
+        if figure.highest and now_samples and hour_samples:
+            hour_samples = [({}, max(now_samples[0][1], hour_samples[0][1]))]
+        hour = number(hour_samples, figure.unit) if figure.hour else ""
         lines.append(f"{figure.label:32} {now:>8} {hour:>10}")
     lines += ["", f"{'HOST':16} {'MEMORY':>7} {'CPU':>5} {'DISK':>7}   (highest of the hour)"]
     columns = {name: by_host(metrics.values[f"host_{name}"]) for name in BY_HOST}
@@ -172,6 +190,8 @@ def render(metrics: Metrics, hosts: list[str]) -> str:
         cells = []
         for name in BY_HOST:
             now, top = columns[name].get(host), hourly[name].get(host)
+            if now is not None and top is not None:
+                top = max(now, top)
             cells.append("-" if now is None else f"{now:.0f}%")
             cells.append("-" if top is None else f"{top:.0f}%")
         lines.append(

@@ -196,3 +196,11 @@ def test_the_webhooks_ca_is_alertmanagers_too(tmp_path: Path) -> None:
     env = load(tmp_path, f"ALERT_WEBHOOK_URL=https://hooks.example/x\nALERT_CA_FILE={ca}\n")
     slack = metrics.alertmanager_config(env)["receivers"][1]["slack_configs"][0]
     assert slack["http_config"] == {"tls_config": {"ca_file": metrics.ALERT_CA}}
+
+
+def test_the_hours_highest_includes_now() -> None:
+    found = figures.parse_answers(answers([]))
+    found.values["now0"] = [({}, 5.0)]  # running servers now: its hour's subquery says 2
+    found.values["hour0"] = [({}, 2.0)]
+    row = next(line for line in figures.render(found, []).splitlines() if "running" in line)
+    assert row.split()[-2:] == ["5", "5"]
