@@ -41,6 +41,39 @@ except ImportError:  # JupyterHub 5 (JUPYTERHUB_SERIES=5.5): upstream's fallback
             super().__init__(status_code, log_message or message, reason=reason)
 
 
+try:
+    from aiohttp.resolver import ThreadedResolver
+except ImportError:  # JupyterHub 5 (JUPYTERHUB_SERIES=5.5) has no aiohttp client
+    ThreadedResolver = None  # type: ignore[assignment,misc]
+
+
+def system_resolver() -> Any:
+    """A resolver for JupyterHub 6's aiohttp client that asks the system (getaddrinfo, i.e.
+    Docker's DNS) every time, instead of aiohttp's default with aiodns.
+
+    Why: aiodns's c-ares keeps every answer for its TTL, and Docker's DNS answers with
+    600 s. A user's server that restarts comes back at a new address under the same name
+    (jupyter-NAME, dnsrr), and the hub kept asking the old one: seen on the sandbox, a
+    culled student's next start "never showed up" after 300 s while the server ran. Only
+    aiohttp's own cache of 10 s remains (TCPConnector's ttl_dns_cache).
+
+    JupyterHub builds its connector inside its event loop, from `connector_options`, which
+    jupyterhub_config.py fills before any loop runs: so the resolver finds its loop when it
+    first resolves, not when it is made."""
+    if ThreadedResolver is None:
+        return None
+
+    class SystemResolver(ThreadedResolver):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:  # no loop yet: see _loop
+            pass
+
+        @property
+        def _loop(self) -> asyncio.AbstractEventLoop:
+            return asyncio.get_running_loop()
+
+    return SystemResolver()
+
+
 # Without SPAWN_CONCURRENCY: this many starts at once for each node taking servers. A start
 # is CPU-bound on its node; on the 2-core sandbox, 2 a node gave the fastest login storm.
 STARTS_PER_NODE = 2

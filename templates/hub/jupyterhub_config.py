@@ -8,7 +8,7 @@ import sys
 # both, compose.yml mounts both), so that changing them restarts the hub without a new image.
 # JupyterHub does not put this file's directory on sys.path; traitlets runs it with __file__.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from swarmhub_spawner import CourseSwarmSpawner, SpawnQueue, home_maker
+from swarmhub_spawner import CourseSwarmSpawner, SpawnQueue, home_maker, system_resolver
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 env = os.environ
@@ -29,6 +29,11 @@ c.ConfigurableHTTPProxy.should_start = False
 c.ConfigurableHTTPProxy.api_url = "http://chp-internal:8001"
 c.JupyterHub.cleanup_servers = False
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/data/jupyterhub.sqlite"
+# JupyterHub 6's HTTP client (aiohttp) asks the system's resolver, which follows a restarted
+# server to its new address at once (system_resolver in swarmhub_spawner.py says why).
+RESOLVER = system_resolver()
+if RESOLVER is not None:
+    c.JupyterHubHTTPClient.connector_options = {"resolver": RESOLVER}
 
 
 # SPAWN_CONCURRENCY empty: 2 starts a node, following the nodes that take servers now

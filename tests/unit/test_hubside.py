@@ -31,6 +31,9 @@ from swarmhub.steps import hub, images
 # What the hub image has besides the standard library (images/hub/requirements.txt) that the
 # module may use.
 HUB_IMAGE_PACKAGES = {"dockerspawner", "jupyterhub", "tornado"}
+# ... and what it imports where the series has it (in `try: ... except ImportError`): JupyterHub
+# 6's HTTP client, aiohttp.
+SERIES_PACKAGES = {"aiohttp"}
 
 
 def hub_env(homes: Path) -> str:
@@ -56,7 +59,7 @@ def test_the_module_imports_only_what_the_hub_image_has() -> None:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "a relative import: the hub has no package around it"
             imported.add((node.module or "").split(".")[0])
-    assert imported - set(sys.stdlib_module_names) <= HUB_IMAGE_PACKAGES
+    assert imported - set(sys.stdlib_module_names) <= HUB_IMAGE_PACKAGES | SERIES_PACKAGES
 
 
 def locked(series: str) -> dict[str, str]:
@@ -133,6 +136,41 @@ def test_the_config_sets_up_the_real_spawner(
     assert spawner.cpu_limit == 1.5
     assert spawner.start_timeout == spawner.http_timeout == 300
     assert spawner.extra_placement_spec == {"constraints": ["node.role == worker"]}
+
+
+def test_the_hubs_http_client_asks_the_system_resolver_each_time(
+    tmp_path: Path, load_hub_config: Callable[[str], Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterHub 6's aiohttp client, set up by the config, resolves through getaddrinfo (no
+    c-ares cache that kept a restarted server's old address for Docker's TTL of 600 s)."""
+    pytest.importorskip("jupyterhub.httpclient")  # JupyterHub 6; 5.5 has tornado's client
+    from aiohttp import TCPConnector
+    from jupyterhub.httpclient import JupyterHubHTTPClient
+
+    config = load_hub_config(hub_env(tmp_path / "homes"))
+    asked: list[str] = []
+
+    async def resolve() -> list[str]:
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+
+        async def counting(host: str, *args: object, **kwargs: object) -> object:
+            asked.append(host)
+            return await real(host, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "getaddrinfo", counting)
+        client = JupyterHubHTTPClient(config=config)
+        connector = client._new_connector()
+        assert isinstance(connector, TCPConnector)
+        try:
+            first = await connector._resolver.resolve("localhost", 80)
+            await connector._resolver.resolve("localhost", 80)
+        finally:
+            await connector.close()
+        return [entry["host"] for entry in first]
+
+    assert "127.0.0.1" in asyncio.run(resolve())
+    assert asked == ["localhost", "localhost"]
 
 
 def test_the_hub_makes_the_home_the_server_mounts(
