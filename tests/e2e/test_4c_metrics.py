@@ -119,10 +119,10 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
 
 def test_the_backup_writes_its_age_for_prometheus(cluster: Path) -> None:
     assert run("invoke", "backup.run", env_file=cluster).returncode == 0
-    age = wait_for_value(
-        cluster, "time() - swarmhub_backup_last_success_timestamp_seconds", 0, timeout=60
+    # a series only while the last good backup is younger than 2 minutes: this one
+    wait_for_value(
+        cluster, "time() - swarmhub_backup_last_success_timestamp_seconds < 120", 0, timeout=60
     )
-    assert age < 300
 
 
 def test_no_monitoring_port_answers_from_outside(cluster: Path) -> None:
