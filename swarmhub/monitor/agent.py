@@ -51,6 +51,7 @@ FACILITY_USER = 1
 SEVERITY = {"error": 3, "warning": 4, "info": 6}
 UDP_MAX_BYTES = 1024  # Papertrail's limit for one UDP message
 OOM_METRIC = "swarmhub_server_oom_kills_total"
+OOM_LAST_METRIC = "swarmhub_server_last_oom_kill_timestamp_seconds"
 OOM_METRIC_FILE = "/var/lib/prometheus/node-exporter/swarmhub_oom.prom"
 
 # --- lines and what they mean (pure functions, unit-tested) ---
@@ -146,16 +147,49 @@ def oom_alert(user: str, service: str, host: str, limit_bytes: int) -> Alert:
     )
 
 
-def oom_metric_text(counts: dict[tuple[str, str], int]) -> str:
-    """The textfile collector's file: OOM kills by user and service since the agent started."""
+def oom_metric_text(counts: dict[tuple[str, str], int], last: dict[tuple[str, str], float]) -> str:
+    """The textfile collector's file: OOM kills by user and service (kept across the agent's
+    restarts), and the time of each one's last kill (what the alert rule reads)."""
     lines = [
         f"# HELP {OOM_METRIC} OOM kills in users' servers seen by the swarmhub-agent",
         f"# TYPE {OOM_METRIC} counter",
     ]
     for (user, service), count in sorted(counts.items()):
-        user_label = user.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'{OOM_METRIC}{{user="{user_label}",service="{service}"}} {count}')
+        lines.append(f"{OOM_METRIC}{oom_labels(user, service)} {count}")
+    lines += [
+        f"# HELP {OOM_LAST_METRIC} when the swarmhub-agent last saw an OOM kill in the server",
+        f"# TYPE {OOM_LAST_METRIC} gauge",
+    ]
+    for (user, service), when in sorted(last.items()):
+        lines.append(f"{OOM_LAST_METRIC}{oom_labels(user, service)} {when:.0f}")
     return "\n".join(lines) + "\n"
+
+
+def oom_labels(user: str, service: str) -> str:
+    escaped = user.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{{user="{escaped}",service="{service}"}}'
+
+
+OOM_LINE = re.compile(r'^(\w+)\{user="((?:[^"\\]|\\.)*)",service="([^"]*)"\} (\S+)$')
+
+
+def parse_oom_metric_text(
+    text: str,
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float]]:
+    """What an earlier agent wrote: its counts and last kills, to go on from."""
+    counts: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        match = OOM_LINE.match(line)
+        if not match:
+            continue
+        name, user, service, value = match.groups()
+        key = (re.sub(r"\\(.)", r"\1", user), service)
+        if name == OOM_METRIC:
+            counts[key] = int(float(value))
+        elif name == OOM_LAST_METRIC:
+            last[key] = float(value)
+    return counts, last
 
 
 def write_atomically(path: str, text: str) -> None:
@@ -369,7 +403,11 @@ class Agent:
             int(environ.get("ALERT_5XX_COUNT", "20")), float(environ.get("ALERT_5XX_WINDOW", "60"))
         )
         self.metrics = environ.get("METRICS", "off") == "on"
-        self.oom_kills: dict[tuple[str, str], int] = {}
+        try:
+            with open(OOM_METRIC_FILE) as earlier:
+                self.oom_kills, self.oom_last = parse_oom_metric_text(earlier.read())
+        except OSError:
+            self.oom_kills, self.oom_last = {}, {}
 
     # -- intake --
 
@@ -460,8 +498,10 @@ class Agent:
             if self.metrics and user:
                 key = (user, app)
                 self.oom_kills[key] = self.oom_kills.get(key, 0) + 1
+                self.oom_last[key] = time.time()
                 try:
-                    write_atomically(OOM_METRIC_FILE, oom_metric_text(self.oom_kills))
+                    text = oom_metric_text(self.oom_kills, self.oom_last)
+                    write_atomically(OOM_METRIC_FILE, text)
                 except OSError as error:
                     print(f"{OOM_METRIC_FILE}: {error}", file=sys.stderr, flush=True)
             if self.webhook:

@@ -56,6 +56,7 @@ BACKUP_METRIC = "swarmhub_backup_last_success_timestamp_seconds"
 BACKUP_METRIC_FILE = f"{TEXTFILE_DIR}/swarmhub_backup.prom"
 # Written by the swarmhub-agent on the nodes: OOM kills in users' servers, by user.
 OOM_METRIC = "swarmhub_server_oom_kills_total"
+OOM_LAST_METRIC = "swarmhub_server_last_oom_kill_timestamp_seconds"
 OOM_METRIC_FILE = f"{TEXTFILE_DIR}/swarmhub_oom.prom"
 
 PROM_DIR = "/etc/prometheus"
@@ -298,8 +299,7 @@ def alert_rules(settings: Settings, backup_period: int) -> dict[str, Any]:
         # dead-kernel alert into it: Alertmanager keeps it silent (see its routes).
         alert(
             "ServerOOMKilled",
-            # A user's first kill is a new series, which increase() does not see: `unless`.
-            f"({OOM_METRIC} unless {OOM_METRIC} offset 5m) or increase({OOM_METRIC}[5m]) > 0",
+            f"time() - {OOM_LAST_METRIC} < 300",
             "0s",
             "{{ $labels.user }}'s server was OOM-killed on " + host + " (its memory limit)",
             "invoke logs user:{{ $labels.user }}",

@@ -117,10 +117,14 @@ def test_the_agent_is_told_whether_prometheus_runs(tmp_path: Path) -> None:
 
 
 def test_the_agents_oom_counts_are_a_textfile_metric() -> None:
-    text = agent.oom_metric_text({("olga", "jupyter-olga"): 2})
+    key = ("olga", "jupyter-olga")
+    text = agent.oom_metric_text({key: 2}, {key: 1796138047.9})
     assert "# TYPE swarmhub_server_oom_kills_total counter" in text
     assert 'swarmhub_server_oom_kills_total{user="olga",service="jupyter-olga"} 2' in text
+    assert f'{metrics.OOM_LAST_METRIC}{{user="olga",service="jupyter-olga"}} 1796138048' in text
     assert agent.OOM_METRIC_FILE == metrics.OOM_METRIC_FILE
+    # a restarted agent goes on counting from what the last one wrote
+    assert agent.parse_oom_metric_text(text) == ({key: 2}, {key: 1796138048.0})
 
 
 def test_queries_reach_prometheus_on_the_hubs_loopback() -> None:
