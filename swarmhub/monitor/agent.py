@@ -19,8 +19,8 @@ What it sends:
 - alerts as Slack-compatible JSON (``{"text": ...}``) to ALERT_WEBHOOK_URL, when set: failed
   spawns, dead kernels, OOM kills (naming the user), bursts of 5xx answers, a node down;
   one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all;
-- OOM kills counted by user for Prometheus, in the node exporter's textfile directory
-  (OOM_METRIC_FILE) when it exists (METRICS=on). The agent keeps this because no packaged
+- OOM kills counted by user (and the last one's time) for Prometheus, in the node exporter's
+  textfile directory (OOM_METRIC_FILE) when it exists (METRICS=on). The agent keeps this because no packaged
   exporter names the user whose server the kernel killed.
 """
 
