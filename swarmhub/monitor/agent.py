@@ -20,8 +20,8 @@ What it sends:
   spawns, dead kernels, OOM kills (naming the user), bursts of 5xx answers, a node down;
   one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all;
 - OOM kills counted by user (and the last one's time) for Prometheus, in the node exporter's
-  textfile directory (OOM_METRIC_FILE) when it exists (METRICS=on). The agent keeps this because no packaged
-  exporter names the user whose server the kernel killed.
+  textfile directory (OOM_METRIC_FILE) when it exists (METRICS=on). The agent keeps this
+  because no packaged exporter names the user whose server the kernel killed.
 """
 
 from __future__ import annotations
