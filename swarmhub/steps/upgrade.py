@@ -20,7 +20,7 @@ import shlex
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.names import unescape_user
-from swarmhub.ports import HUB_API
+from swarmhub.ports import CHP_API_PORT, HUB_API
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -185,6 +185,7 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         new=wanted,
         files=UPGRADED_FILES,
         chp_changes=chp_changes,
+        chp_api_port=CHP_API_PORT,
         state=state,
     )
     secrets_dir = f"{directory}/secrets"
