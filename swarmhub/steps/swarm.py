@@ -177,10 +177,12 @@ def join(ctx: StepContext, node: HostView) -> Steps:
         raise SwarmhubError(f"{hub.name} is not a swarm manager: run swarm.manage first")
     if not token:
         yield Later("the join token: known once the swarm manager is initialised")
-    # Entries the manager still holds for this host are from before it left: stale.
+    # Entries the manager still holds for this host, Down, are from before it left: stale.
+    # Not one that is up: a join cut short may finish in the background meanwhile, and its
+    # new entry must stay (seen on a quiet machine: the node removed right after it joined).
     stale = hub.probe(
-        "docker node ls --format '{{.ID}} {{.Hostname}}' 2>/dev/null "
-        f"| awk '$2 == \"{node.name}\" {{print $1}}'"
+        "docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}}' 2>/dev/null "
+        f'| awk \'$2 == "{node.name}" && $3 == "Down" {{print $1}}\''
     ).stdout.split()
     if state == "pending":
         rejoin = join_command(token, address, leave_first=True)

@@ -11,7 +11,7 @@ import pytest
 from swarmhub import settings
 from swarmhub.sandbox.base_image import rootfs_tag, vm_tag
 from tests.cli import ROOT, docker, run
-from tests.e2e.conftest import VMS, container_ids
+from tests.e2e.conftest import SETTINGS, VMS, container_ids
 
 pytestmark = pytest.mark.e2e
 
@@ -144,7 +144,7 @@ def test_a_vm_that_does_not_come_up_in_time_shows_its_last_log_lines(
     context = tmp_path / "broken"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        f"FROM {rootfs_tag('trixie')}\n"
+        f"FROM {rootfs_tag(SETTINGS.sandbox_suite)}\n"
         "RUN mkdir -p /etc/systemd/system/ssh.service.d && printf "
         "'[Service]\\nExecStartPre=/bin/false\\n' > /etc/systemd/system/ssh.service.d/broken.conf\n"
     )
