@@ -2,7 +2,8 @@
 
 On every host a node exporter (prometheus-node-exporter, with its textfile collector reading
 /var/lib/prometheus/node-exporter/); on the hub Prometheus, Alertmanager and the blackbox
-exporter. Prometheus scrapes every SCRAPE_INTERVAL: the node exporters, JupyterHub's
+exporter. Prometheus scrapes every SCRAPE_INTERVAL: the node exporters, the Docker engines
+of the hub and the nodes (daemon.json's metrics-addr, written by docker.install), JupyterHub's
 /hub/metrics (with a token of its own, scope read:metrics), chp's metrics, the proxy's TLS
 port (up, and its certificate's end date) through the blackbox exporter, and itself and
 Alertmanager. Its alert rules go to Alertmanager, which posts Slack-compatible notifications
@@ -10,8 +11,9 @@ to ALERT_WEBHOOK_URL, grouped by alert and host; a host that is down silences th
 alerts of that host (an inhibit rule).
 
 Prometheus, Alertmanager and the blackbox exporter listen on the hub's loopback only (look
-through SSH: `invoke metrics`); a node exporter listens on its host, and the firewall opens
-its port to cluster hosts only (never to users' containers, never from outside).
+through SSH: `invoke metrics`); a node exporter and Docker's engine metrics listen on their
+host, and the firewall opens their ports to cluster hosts only (never to users' containers,
+never from outside).
 
 A config or rules file is written beside its place first, checked there (promtool check
 config, which checks the rules too; amtool check-config) and only then installed and
@@ -24,6 +26,7 @@ disabled (their data is kept, in /var/lib/prometheus).
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from swarmhub.errors import SwarmhubError
@@ -32,6 +35,7 @@ from swarmhub.ports import (
     BLACKBOX_PORT,
     CHP_METRICS_PORT,
     CHP_PORT,
+    DOCKER_METRICS_PORT,
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
 )
@@ -39,6 +43,7 @@ from swarmhub.runbook.change import Change, FileWrite, Note, Ok, Steps
 from swarmhub.runbook.ensure import (
     ensure_file,
     ensure_packages,
+    ensure_unit,
     file_differs,
     running,
     unit_state_command,
@@ -47,7 +52,7 @@ from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
 from swarmhub.steps.firewall import cluster_addresses
-from swarmhub.templates import serialize
+from swarmhub.templates import render, serialize
 
 SCRAPE_INTERVAL = "15s"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -58,6 +63,11 @@ BACKUP_METRIC_FILE = f"{TEXTFILE_DIR}/swarmhub_backup.prom"
 OOM_METRIC = "swarmhub_server_oom_kills_total"
 OOM_LAST_METRIC = "swarmhub_server_last_oom_kill_timestamp_seconds"
 OOM_METRIC_FILE = f"{TEXTFILE_DIR}/swarmhub_oom.prom"
+# Written by swarmhub-server-metrics on the nodes: each student server's memory and CPU.
+SERVER_METRICS_SOURCE = Path(__file__).resolve().parent.parent / "monitor" / "server_metrics.py"
+SERVER_METRICS_PATH = "/usr/local/lib/swarmhub/swarmhub-server-metrics"
+SERVER_METRICS_UNIT = "swarmhub-server-metrics.service"
+SERVER_METRICS_FILE = f"{TEXTFILE_DIR}/swarmhub_servers.prom"
 
 PROM_DIR = "/etc/prometheus"
 STAGED_DIR = f"{PROM_DIR}/swarmhub-staged"  # checked here before they go into place
@@ -168,6 +178,7 @@ def prometheus_config(settings: Settings, addresses: dict[str, str]) -> dict[str
     """prometheus.yml: ``addresses`` is each host's address in the cluster."""
     hub = settings.hub_host
     local = "127.0.0.1"
+    docker_hosts = {hub, *settings.node_hosts}
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [RULES_NAME],
@@ -180,6 +191,17 @@ def prometheus_config(settings: Settings, addresses: dict[str, str]) -> dict[str
                 "static_configs": [
                     static(f"{address}:{NODE_EXPORTER_PORT}", host)
                     for host, address in addresses.items()
+                ],
+            },
+            {
+                # Docker's engine metrics (daemon.json's metrics-addr, by docker.install):
+                # the engine's own figures (containers, actions, swarm tasks), none per
+                # container.
+                "job_name": "docker",
+                "static_configs": [
+                    static(f"{address}:{DOCKER_METRICS_PORT}", host)
+                    for host, address in addresses.items()
+                    if host in docker_hosts
                 ],
             },
             {
@@ -463,10 +485,32 @@ def checked_install(
     )
 
 
+def render_server_metrics_unit() -> str:
+    return render(
+        "systemd/swarmhub-server-metrics.service.j2",
+        every=seconds(SCRAPE_INTERVAL),
+        textfile=SERVER_METRICS_FILE,
+        program=SERVER_METRICS_PATH,
+    )
+
+
+def ensure_server_metrics(host: HostView) -> Steps:
+    """On a node: swarmhub-server-metrics, restarted when its program or unit changed."""
+    program = FileWrite.of(
+        SERVER_METRICS_PATH, SERVER_METRICS_SOURCE.read_text(), mode="0755", owner="root"
+    )
+    files = tuple(f for f in (program,) if file_differs(host, f.path, f.content, f.mode, f.owner))
+    yield from ensure_unit(
+        host, SERVER_METRICS_UNIT, render_server_metrics_unit(), extra_files=files
+    )
+
+
 def apply_everywhere(host: HostView) -> Steps:
     yield from ensure_packages(host, [NODE_EXPORTER], "metrics of this host")
     yield from ensure_defaults(host, NODE_EXPORTER, node_exporter_args())
     yield from ensure_running(host, NODE_EXPORTER)
+    if "node" in host.roles:
+        yield from ensure_server_metrics(host)
 
 
 def apply_hub(ctx: StepContext, hub: HostView) -> Steps:
@@ -526,6 +570,8 @@ def apply_hub(ctx: StepContext, hub: HostView) -> Steps:
 
 def apply_off(host: HostView) -> Steps:
     services = HUB_SERVICES if "hub" in host.roles else (NODE_EXPORTER,)
+    if "node" in host.roles:
+        services = (*services, SERVER_METRICS_UNIT)
     for service in services:
         state = host.probe(unit_state_command(service)).stdout.split()
         if state[:1] == ["enabled"] or state[-1:] == ["active"]:

@@ -12,8 +12,8 @@ from swarmhub import settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.monitor import agent
 from swarmhub.observe import commands, figures
-from swarmhub.steps import metrics, monitor
-from tests.unit.fakehost import answering, declared, view_of
+from swarmhub.steps import docker_engine, metrics, monitor
+from tests.unit.fakehost import FakeHost, answering, declared, run_step, view_of
 
 ENV = "HUB_HOST=h\nNODE_HOSTS=n1,n2\nPROXY_HOST=p\nAUTHENTICATOR=native\n"
 
@@ -208,3 +208,48 @@ def test_the_hours_highest_includes_now() -> None:
     found.values["hour0"] = [({}, 2.0)]
     row = next(line for line in figures.render(found, []).splitlines() if "running" in line)
     assert row.split()[-2:] == ["5", "5"]
+
+
+def test_the_docker_engines_metrics_are_on_with_metrics_and_scraped_on_hub_and_nodes(
+    tmp_path: Path,
+) -> None:
+    on, off = load(tmp_path), load(tmp_path, "METRICS=off\n")
+    assert docker_engine.daemon_config(on, [])["metrics-addr"] == "0.0.0.0:9323"
+    assert "metrics-addr" not in docker_engine.daemon_config(off, [])
+    addresses = {"h": "10.0.0.10", "n1": "10.0.0.21", "n2": "10.0.0.22", "p": "10.0.0.11"}
+    jobs = {
+        job["job_name"]: job for job in metrics.prometheus_config(on, addresses)["scrape_configs"]
+    }
+    targets = {c["labels"]["host"]: c["targets"] for c in jobs["docker"]["static_configs"]}
+    assert targets == {"h": ["10.0.0.10:9323"], "n1": ["10.0.0.21:9323"], "n2": ["10.0.0.22:9323"]}
+
+
+def deployed_node(servers: str) -> dict[str, FakeHost]:
+    """A node deployed before the engine's metrics (its daemon.json lacks metrics-addr),
+    with ``servers`` running on it."""
+    node = answering(
+        "n1",
+        ("node",),
+        {"/etc/os-release": "debian trixie\n", "dpkg-query": "installed\n", "docker compose": "2"},
+        {docker_engine.DAEMON_JSON: "content differs"},
+    )
+    hub = FakeHost("h", ("hub",), connection=None)
+    hub.answers = {
+        "docker node ps n1 --filter desired-state=running --format '{{.Name}}' 2>/dev/null": [
+            (0, servers)
+        ],
+        "docker node inspect --format '{{.Spec.Availability}}' n1": [(0, "active\n")],
+    }
+    return {"h": hub, "n1": node, "n2": FakeHost("n2", ("node",), connection=None)}
+
+
+def test_turning_the_engines_metrics_on_says_which_servers_stop_and_is_refused_where_they_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = load(tmp_path)
+    hosts = deployed_node("jupyter-alice.1.x\n")
+    plan = run_step(docker_engine.STEP, env, "n1", hosts, plan=True)
+    assert plan.executed() == []
+    assert "restarts Docker on n1: 1 server(s) stop" in capsys.readouterr().out
+    with pytest.raises(SwarmhubError, match="--restart-nodes"):
+        run_step(docker_engine.STEP, env, "n1", deployed_node("jupyter-alice.1.x\n"), plan=False)
