@@ -592,7 +592,7 @@ def apply(ctx: StepContext, host: HostView) -> Steps:
 
 STEP = Step(
     name="monitor.metrics",
-    roles=frozenset({"hub", "node", "proxy"}),
+    roles=frozenset({"hub", "node", "proxy", "storage"}),
     apply=apply,
     parallel=True,
     summary="Prometheus, Alertmanager and node exporters (METRICS), or stopped when off",

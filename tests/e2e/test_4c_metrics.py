@@ -22,6 +22,7 @@ from swarmhub.ports import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     CHP_METRICS_PORT,
+    DOCKER_METRICS_PORT,
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
 )
@@ -41,6 +42,7 @@ MONITORING_PORTS = (
     BLACKBOX_PORT,
     NODE_EXPORTER_PORT,
     CHP_METRICS_PORT,
+    DOCKER_METRICS_PORT,
 )
 USERS = ("metrics-ann", "metrics-bob", "metrics-cem")
 WEBHOOK_PATH = "/hooks/metrics-secret-path"
@@ -98,13 +100,24 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
         wait_for_value(
             cluster, "max_over_time(jupyterhub_running_servers[2m])", len(USERS), timeout=60
         )
-        # every target answers: the node exporters, the hub (its token), chp, the proxy's TLS
+        # every target answers: the node exporters, the Docker engines, the hub (its token),
+        # chp, the proxy's TLS
         up = {
             (r["metric"]["job"], r["metric"]["host"]): r["value"][1] for r in query(cluster, "up")
         }
-        assert {job for job, _ in up} >= {"node", "jupyterhub", "chp", "proxy", "alertmanager"}
+        jobs = {"node", "docker", "jupyterhub", "chp", "proxy", "alertmanager"}
+        assert {job for job, _ in up} >= jobs
         assert all(value == "1" for value in up.values()), up
         assert {host for job, host in up if job == "node"} == {HUB, PROXY, *NODE_LIST}
+        assert {host for job, host in up if job == "docker"} == {HUB, *NODE_LIST}
+        assert query(cluster, 'engine_daemon_container_states_containers{state="running"}')
+        # each server's memory and CPU, by user (swarmhub-server-metrics on the nodes)
+        for name in USERS:
+            memory = f'swarmhub_server_memory_bytes{{user="{name}"}}'
+            wait_for_value(cluster, memory, 1, timeout=60)
+            limit = query(cluster, f'swarmhub_server_memory_limit_bytes{{user="{name}"}}')
+            assert float(limit[0]["value"][1]) == 512 * 2**20, limit  # USER_MEM_LIMIT=512M
+            assert query(cluster, f'swarmhub_server_cpu_seconds_total{{user="{name}"}}')
         assert query(cluster, "probe_ssl_earliest_cert_expiry"), "no certificate end date"
 
         result = run("invoke", "metrics", env_file=cluster)

@@ -253,3 +253,21 @@ def test_turning_the_engines_metrics_on_says_which_servers_stop_and_is_refused_w
     assert "restarts Docker on n1: 1 server(s) stop" in capsys.readouterr().out
     with pytest.raises(SwarmhubError, match="--restart-nodes"):
         run_step(docker_engine.STEP, env, "n1", deployed_node("jupyter-alice.1.x\n"), plan=False)
+
+
+def test_the_backup_alert_reads_what_the_backup_script_writes(tmp_path: Path) -> None:
+    """The metric is shared with the recovery issue's restic script: one name, one file in
+    the textfile collector's directory, whichever script writes it."""
+    from swarmhub.steps import backup
+
+    script = backup.render_script(load(tmp_path))
+    assert metrics.BACKUP_METRIC == "swarmhub_backup_last_success_timestamp_seconds"
+    assert metrics.BACKUP_METRIC in script
+    assert metrics.TEXTFILE_DIR in script and "swarmhub_backup.prom" in script
+    assert f"{metrics.TEXTFILE_DIR}/swarmhub_backup.prom" == metrics.BACKUP_METRIC_FILE
+    rule = next(
+        rule
+        for rule in metrics.alert_rules(load(tmp_path), 3600)["groups"][0]["rules"]
+        if rule["alert"] == "BackupTooOld"
+    )
+    assert rule["expr"] == f"time() - {metrics.BACKUP_METRIC} > 7200"
