@@ -103,6 +103,10 @@ CPU = '100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[2m])))
 DISKS = f'{{fstype!~"{NOT_DISKS}"}}'
 DISK = f"100 * (1 - node_filesystem_avail_bytes{DISKS} / node_filesystem_size_bytes{DISKS})"
 BY_HOST = {"memory": MEMORY, "cpu": CPU, "disk": DISK}
+# The servers using the most memory now (swarmhub-server-metrics), and their CPU.
+TOP_SERVERS = 10
+TOP_MEMORY = f"topk({TOP_SERVERS}, swarmhub_server_memory_bytes)"
+SERVER_CPU = "100 * rate(swarmhub_server_cpu_seconds_total[2m])"
 
 
 def queries() -> dict[str, str]:
@@ -115,7 +119,25 @@ def queries() -> dict[str, str]:
     for name, expr in BY_HOST.items():
         found[f"host_{name}"] = f"max by (host) ({expr})"
         found[f"host_{name}_hour"] = f"max by (host) ({over_hour(expr)})"
+    found["top_memory"] = TOP_MEMORY
+    found["server_cpu"] = SERVER_CPU
     return found
+
+
+def top_servers(metrics: Metrics) -> list[str]:
+    """The servers using the most memory: user, node, memory (of its limit), CPU."""
+    cpu = {(t.get("user"), t.get("host")): v for t, v in metrics.values.get("server_cpu", [])}
+    rows = sorted(metrics.values.get("top_memory", []), key=lambda sample: -sample[1])
+    if not rows:
+        return ["servers: none running (or no figures from swarmhub-server-metrics)"]
+    lines = [f"{'SERVER (most memory)':24} {'NODE':16} {'MEMORY':>8} {'CPU':>6}"]
+    for labels, memory in rows:
+        used = cpu.get((labels.get("user"), labels.get("host")))
+        lines.append(
+            f"{labels.get('user', '?'):24} {labels.get('host', '?'):16} "
+            f"{memory / 2**20:>6.0f}MB {'-' if used is None else f'{used:.0f}%':>6}"
+        )
+    return lines
 
 
 @dataclass
@@ -198,6 +220,7 @@ def render(metrics: Metrics, hosts: list[str]) -> str:
             f"{host:16} {cells[0]:>7} {cells[2]:>5} {cells[4]:>7}   "
             f"({cells[1]}, {cells[3]}, {cells[5]})"
         )
+    lines += ["", *top_servers(metrics)]
     up = metrics.values["up"]
     down = sorted(f"{t.get('job')}@{t.get('host', t.get('instance'))}" for t, v in up if v == 0)
     lines.append("")

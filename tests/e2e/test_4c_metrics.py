@@ -125,6 +125,7 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
         row = next(line for line in result.stdout.splitlines() if line.startswith("running"))
         assert int(row.split()[-1]) >= len(USERS), result.stdout  # the hour's highest
         assert "alerts: none firing" in result.stdout
+        assert all(name in result.stdout for name in USERS), result.stdout  # most memory
     finally:
         for each in students:
             each.stop_server()

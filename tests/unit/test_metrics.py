@@ -271,3 +271,18 @@ def test_the_backup_alert_reads_what_the_backup_script_writes(tmp_path: Path) ->
         if rule["alert"] == "BackupTooOld"
     )
     assert rule["expr"] == f"time() - {metrics.BACKUP_METRIC} > 7200"
+
+
+def test_the_report_lists_the_servers_using_the_most_memory() -> None:
+    found = figures.parse_answers(answers([]))
+    found.values["top_memory"] = [
+        ({"user": "ann", "host": "n1"}, 100 * 2**20),
+        ({"user": "bob", "host": "n2"}, 300 * 2**20),
+    ]
+    found.values["server_cpu"] = [({"user": "bob", "host": "n2"}, 12.4)]
+    lines = figures.render(found, []).splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("SERVER (most memory)")))
+    assert lines[at + 1].split() == ["bob", "n2", "300MB", "12%"]
+    assert lines[at + 2].split() == ["ann", "n1", "100MB", "-"]
+    found.values["top_memory"] = []
+    assert "servers: none running" in figures.render(found, [])
