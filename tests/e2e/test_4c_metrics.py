@@ -89,14 +89,21 @@ def alerting(cluster: Path, sink: Sink, tmp_path_factory: pytest.TempPathFactory
     assert "removed the swarmhub-agent" in result.stdout
 
 
+SPAWNS = 'sum(jupyterhub_server_spawn_duration_seconds_count{status="success"})'
+
+
 def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
     students = [student(name) for name in USERS]
+    spawned = query(cluster, SPAWNS)
+    before = float(spawned[0]["value"][1]) if spawned else 0.0
     try:
         for each in students:
             each.login()
         # at once: the test env culls a server idle for 60 s
         with ThreadPoolExecutor(max_workers=len(students)) as pool:
             list(pool.map(lambda each: each.start_server(), students))
+        # the start-duration histogram counted every start
+        wait_for_value(cluster, SPAWNS, before + len(USERS), timeout=60)
         wait_for_value(
             cluster, "max_over_time(jupyterhub_running_servers[2m])", len(USERS), timeout=60
         )
