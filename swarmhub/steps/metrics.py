@@ -592,7 +592,9 @@ def apply(ctx: StepContext, host: HostView) -> Steps:
 
 STEP = Step(
     name="monitor.metrics",
-    roles=frozenset({"hub", "node", "proxy", "storage"}),
+    # Every host Prometheus scrapes (settings.hosts) gets its node exporter: a storage host
+    # of its own, and the recovery issue's backup host, too.
+    roles=frozenset({"hub", "node", "proxy", "storage", "backup"}),
     apply=apply,
     parallel=True,
     summary="Prometheus, Alertmanager and node exporters (METRICS), or stopped when off",
