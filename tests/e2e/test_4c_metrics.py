@@ -135,10 +135,14 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
         assert query(cluster, "probe_ssl_earliest_cert_expiry"), "no certificate end date"
 
         result = run("invoke", "metrics", env_file=cluster)
-        assert result.returncode == 0, result.stdout + result.stderr
         row = next(line for line in result.stdout.splitlines() if line.startswith("running"))
         assert int(row.split()[-1]) >= len(USERS), result.stdout  # the hour's highest
-        assert "alerts: none firing" in result.stdout
+        # No alert but, in the shared suite, test_4b's OOM kill of a few minutes ago (it fires
+        # for 5 minutes); exit 1 while one fires.
+        firing = [line for line in result.stdout.splitlines() if line.startswith("! ")]
+        assert all(line.startswith("! ServerOOMKilled ") for line in firing), result.stdout
+        assert result.returncode == (1 if firing else 0), result.stdout + result.stderr
+        assert firing or "alerts: none firing" in result.stdout
         assert all(name in result.stdout for name in USERS), result.stdout  # most memory
     finally:
         for each in students:
