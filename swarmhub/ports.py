@@ -16,3 +16,13 @@ CHP_API_PORT = 8001
 HUB_PORT = 8081
 # A user's server (DockerSpawner's port), reached by chp and the hub only.
 USER_SERVER_PORT = 8888
+# Monitoring (monitor.metrics). Prometheus, Alertmanager and the blackbox exporter listen on
+# the hub's loopback only (reached over SSH); chp's metrics are published there too. Node
+# exporters listen on every host, Docker's engine metrics (daemon.json's metrics-addr) on the
+# hub and the nodes, both opened by the firewall to cluster hosts only.
+PROMETHEUS_PORT = 9090
+ALERTMANAGER_PORT = 9093
+BLACKBOX_PORT = 9115
+NODE_EXPORTER_PORT = 9100
+CHP_METRICS_PORT = 8002
+DOCKER_METRICS_PORT = 9323

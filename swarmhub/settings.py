@@ -137,6 +137,21 @@ def _webhook_url(value: str) -> str:
     return value
 
 
+def _duration(value: str) -> str:
+    """A Prometheus duration: a whole number and one unit (s, m, h, d, w, y), like 16w."""
+    value = value.strip()
+    if not re.fullmatch(r"[1-9][0-9]*[smhdwy]", value):
+        raise ValueError(f"{value!r} is not a duration like 16w, 90d or 12h")
+    return value
+
+
+def _percent(value: str) -> int:
+    number = _integer(value)
+    if not 0 < number < 100:
+        raise ValueError(f"{number} is not a percentage between 1 and 99")
+    return number
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         value = value.strip().lower()
@@ -408,6 +423,11 @@ SCHEMA: dict[str, Key] = {
     "ALERT_MAX_PER_MINUTE": Key(_positive_int, "10", "alerts a host sends a minute at most"),
     "ALERT_5XX_COUNT": Key(_positive_int, "20", "5xx answers on the proxy that make a burst"),
     "ALERT_5XX_WINDOW": Key(_positive_int, "60", "seconds in which ALERT_5XX_COUNT is a burst"),
+    # Metrics and alerts (monitor.metrics): Prometheus, Alertmanager, node exporters
+    "METRICS": Key(_choice("on", "off"), "on", "Prometheus on the hub, node exporters everywhere"),
+    "METRICS_RETENTION": Key(_duration, "16w", "how long Prometheus keeps its series: a term"),
+    "ALERT_DISK_PERCENT": Key(_percent, "90", "a disk fuller than this (percent) is alerted"),
+    "ALERT_CERT_DAYS": Key(_positive_int, "14", "days before its end a certificate is alerted"),
     # Home directories: on a storage host, mounted wherever a user's server runs
     "HOMES_BACKEND": Key(_choice("nfs", "sshfs"), "nfs", "how nodes mount the homes: nfs, sshfs"),
     "STORAGE_HOST": Key(_optional_hostname, "", "the host keeping the homes; empty: the hub"),

@@ -11,12 +11,12 @@ from invoke import Collection
 from swarmhub.steps import registry
 from tasks import backup, cluster, homes, hosts, images, interact, nodes, recover, sandbox, secrets
 from tasks._common import step_task
-from tasks.observe import diagnose, health, logs, status
+from tasks.observe import diagnose, health, logs, metrics, status
 from tasks.plan import plan
 from tasks.walkthrough import walkthrough
 
 ns = Collection()
-for top in (plan, walkthrough, status, logs, health, diagnose):
+for top in (plan, walkthrough, status, logs, health, metrics, diagnose):
     ns.add_task(top)
 collections = {
     module.__name__.rsplit(".", 1)[-1]: Collection.from_module(module)

@@ -56,6 +56,7 @@ def remove(c, host, force=False):
     if host in settings.node_hosts:
         print(
             f"note: {host} is still in NODE_HOSTS of {settings.source.name}: take it out (or "
-            "cluster.all will join it again), then run invoke firewall.configure to close the "
-            "other hosts' firewalls to it"
+            "cluster.all will join it again), then run invoke firewall.configure "
+            "monitor.metrics to close the other hosts' firewalls to it and stop Prometheus "
+            "scraping it"
         )

@@ -9,9 +9,9 @@ from invoke.exceptions import Exit
 
 from swarmhub import settings as env_settings
 from swarmhub.observe import diagnose as diagnose_archive
+from swarmhub.observe import figures, report, sources
 from swarmhub.observe import health as health_probe
 from swarmhub.observe import logs as log_streams
-from swarmhub.observe import report, sources
 from swarmhub.observe import status as cluster_status
 
 
@@ -59,6 +59,22 @@ def health(c: Context) -> None:
     healthy, line = health_probe.check(env_settings.load())
     print(line, flush=True)
     if not healthy:
+        raise Exit(code=1)
+
+
+@task
+def metrics(c: Context) -> None:
+    """Show the key figures from Prometheus, now and over the last hour, and the alerts firing.
+
+    Running servers, active users, server starts and failures, start time p95, OOM kills, the
+    last backup's age; memory, CPU and disk of every host; targets down. Prometheus is asked
+    on the hub over SSH (it listens on the hub's loopback only). Exits 1 while an alert fires
+    (each one named with the first command to run) or when Prometheus does not answer.
+    """
+    settings = env_settings.load()
+    found = figures.gather(settings)
+    print(figures.render(found, list(settings.hosts)), flush=True)
+    if found.error or found.firing:
         raise Exit(code=1)
 
 

@@ -10,14 +10,18 @@ What it reads:
   the nodes), through the Docker API on its Unix socket; new containers as they start;
 - the Docker daemon's journal (``journalctl -u docker``);
 - nginx's access and error logs on the proxy;
-- on the swarm manager, the state of the swarm's nodes.
+- on the swarm manager, the state of the swarm's nodes (unless METRICS=on: Prometheus's
+  HostDown alert replaces that one).
 
 What it sends:
 - each line as an RFC 5424 syslog message (Papertrail and rsyslog take them), over UDP, TCP
   or TCP with TLS, when SYSLOG_URL is set;
 - alerts as Slack-compatible JSON (``{"text": ...}``) to ALERT_WEBHOOK_URL, when set: failed
   spawns, dead kernels, OOM kills (naming the user), bursts of 5xx answers, a node down;
-  one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all.
+  one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all;
+- OOM kills counted by user (and the last one's time) for Prometheus, in the node exporter's
+  textfile directory (OOM_METRIC_FILE) when it exists (METRICS=on). The agent keeps this
+  because no packaged exporter names the user whose server the kernel killed.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ SERVICE_LABEL = "com.docker.swarm.service.name"
 FACILITY_USER = 1
 SEVERITY = {"error": 3, "warning": 4, "info": 6}
 UDP_MAX_BYTES = 1024  # Papertrail's limit for one UDP message
+OOM_METRIC = "swarmhub_server_oom_kills_total"
+OOM_LAST_METRIC = "swarmhub_server_last_oom_kill_timestamp_seconds"
+OOM_METRIC_FILE = "/var/lib/prometheus/node-exporter/swarmhub_oom.prom"
 
 # --- lines and what they mean (pure functions, unit-tested) ---
 
@@ -138,6 +145,61 @@ def oom_alert(user: str, service: str, host: str, limit_bytes: int) -> Alert:
         f"OOM kill: {who} ({service} on {host}) went over its memory limit{limit}; the kernel "
         "killed a process in it, usually the notebook's kernel (the user sees 'kernel died')",
     )
+
+
+def oom_metric_text(counts: dict[tuple[str, str], int], last: dict[tuple[str, str], float]) -> str:
+    """The textfile collector's file: OOM kills by user and service (kept across the agent's
+    restarts), and the time of each one's last kill (what the alert rule reads)."""
+    lines = [
+        f"# HELP {OOM_METRIC} OOM kills in users' servers seen by the swarmhub-agent",
+        f"# TYPE {OOM_METRIC} counter",
+    ]
+    for (user, service), count in sorted(counts.items()):
+        lines.append(f"{OOM_METRIC}{oom_labels(user, service)} {count}")
+    lines += [
+        f"# HELP {OOM_LAST_METRIC} when the swarmhub-agent last saw an OOM kill in the server",
+        f"# TYPE {OOM_LAST_METRIC} gauge",
+    ]
+    for (user, service), when in sorted(last.items()):
+        lines.append(f"{OOM_LAST_METRIC}{oom_labels(user, service)} {when:.0f}")
+    return "\n".join(lines) + "\n"
+
+
+def oom_labels(user: str, service: str) -> str:
+    escaped = user.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{{user="{escaped}",service="{service}"}}'
+
+
+OOM_LINE = re.compile(r'^(\w+)\{user="((?:[^"\\]|\\.)*)",service="([^"]*)"\} (\S+)$')
+
+
+def parse_oom_metric_text(
+    text: str,
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float]]:
+    """What an earlier agent wrote: its counts and last kills, to go on from."""
+    counts: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        match = OOM_LINE.match(line)
+        if not match:
+            continue
+        name, user, service, value = match.groups()
+        key = (re.sub(r"\\(.)", r"\1", user), service)
+        if name == OOM_METRIC:
+            counts[key] = int(float(value))
+        elif name == OOM_LAST_METRIC:
+            last[key] = float(value)
+    return counts, last
+
+
+def write_atomically(path: str, text: str) -> None:
+    """``path`` replaced at once (the collector never reads half a file), readable by all."""
+    if not os.path.isdir(os.path.dirname(path)):
+        return
+    with open(f"{path}.new", "w") as out:
+        out.write(text)
+    os.chmod(f"{path}.new", 0o644)
+    os.replace(f"{path}.new", path)
 
 
 def node_down_alert(node: str, state: str) -> Alert:
@@ -340,6 +402,12 @@ class Agent:
         self.bursts = BurstCounter(
             int(environ.get("ALERT_5XX_COUNT", "20")), float(environ.get("ALERT_5XX_WINDOW", "60"))
         )
+        self.metrics = environ.get("METRICS", "off") == "on"
+        try:
+            with open(OOM_METRIC_FILE) as earlier:
+                self.oom_kills, self.oom_last = parse_oom_metric_text(earlier.read())
+        except OSError:
+            self.oom_kills, self.oom_last = {}, {}
 
     # -- intake --
 
@@ -427,6 +495,15 @@ class Agent:
             limit = int((info.get("HostConfig") or {}).get("Memory") or 0)
             alert = oom_alert(user, app, self.host, limit)
             self.take(Line("swarmhub-agent", alert.text, user))
+            if self.metrics and user:
+                key = (user, app)
+                self.oom_kills[key] = self.oom_kills.get(key, 0) + 1
+                self.oom_last[key] = time.time()
+                try:
+                    text = oom_metric_text(self.oom_kills, self.oom_last)
+                    write_atomically(OOM_METRIC_FILE, text)
+                except OSError as error:
+                    print(f"{OOM_METRIC_FILE}: {error}", file=sys.stderr, flush=True)
             if self.webhook:
                 self.alerter.raise_alert(alert)
 
@@ -539,7 +616,7 @@ class Agent:
                     ),
                 )
             )
-        if "hub" in self.roles:
+        if "hub" in self.roles and not self.metrics:
             workers.append((self.watch_nodes, ()))
         if "proxy" in self.roles:
             workers.append((self.follow_file, ("nginx-access", NGINX_LOGS[0])))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.names import escape_user
-from swarmhub.ports import HUB_API
+from swarmhub.ports import HUB_API, PROMETHEUS_PORT
 from swarmhub.settings import Settings
 from swarmhub.steps.hub import CONTAINERS
 from swarmhub.steps.proxy import served_cert_path
@@ -169,3 +169,28 @@ def health_hub_sections() -> dict[str, str]:
 def user_service(name: str) -> str:
     """The swarm service of ``name``'s server."""
     return USER_SERVICE_PREFIX + escape_user(name)
+
+
+# --- metrics: Prometheus's HTTP API on the hub's loopback (monitor.metrics) ---
+
+PROMETHEUS_API = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1"
+
+
+def prometheus_query_command(query: str, timeout: int = 10) -> str:
+    """An instant query of Prometheus on the hub: its JSON answer."""
+    return (
+        f"curl -sS -m {timeout} --get {shlex.quote(PROMETHEUS_API + '/query')} "
+        f"--data-urlencode {shlex.quote('query=' + query)}"
+    )
+
+
+def prometheus_alerts_command(timeout: int = 10) -> str:
+    """The alerts Prometheus holds (pending and firing): its JSON answer."""
+    return f"curl -sS -m {timeout} {shlex.quote(PROMETHEUS_API + '/alerts')}"
+
+
+def metrics_sections(queries: dict[str, str]) -> dict[str, str]:
+    """What `invoke metrics` asks the hub: each query's answer, then the alerts."""
+    sections = {name: prometheus_query_command(query) for name, query in queries.items()}
+    sections["alerts"] = prometheus_alerts_command()
+    return sections

@@ -29,6 +29,7 @@ from swarmhub.observe.remote import in_parallel, reach
 from swarmhub.observe.sources import HOST_SERVICES, log_sources
 from swarmhub.runbook.host import Host
 from swarmhub.settings import Settings, check_local_files
+from swarmhub.steps import metrics
 from swarmhub.steps.docker_engine import DAEMON_JSON
 from swarmhub.steps.images import REGISTRY_CONFIG_PATH
 from swarmhub.steps.proxy import SITE_PATH
@@ -70,6 +71,9 @@ def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
         )
         paths += [f"{hub_dir}/{name}" for name in hub_files]
         paths += [DAEMON_JSON, REGISTRY_CONFIG_PATH]
+        if settings.metrics == "on":
+            # The alert rules and the scrapes; not alertmanager.yml (the webhook URL, a secret).
+            paths += [metrics.PROMETHEUS_CONFIG, metrics.RULES]
     if "node" in roles:
         paths.append(DAEMON_JSON)
     if "proxy" in roles:

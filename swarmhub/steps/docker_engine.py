@@ -4,7 +4,9 @@ daemon.json; the daemon restarts only when its configuration changed.
 A restart of dockerd stops every container of the host (swarm mode has no live-restore):
 on a node, every student server there. The change says so (`restarts="Docker"`), and the
 session refuses it where servers run unless the task runs with --restart-nodes, which
-restarts one node at a time, each taking no new servers meanwhile.
+restarts one node at a time, each taking no new servers meanwhile. Turning METRICS on or off
+on a deployed cluster is such a change (daemon.json's metrics-addr, the engine's metrics for
+Prometheus): plan shows it, with the servers that would stop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import re
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.ports import DOCKER_METRICS_PORT
 from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps, Wait
 from swarmhub.runbook.ensure import (
     ensure_file,
@@ -50,7 +53,8 @@ def provisioner_nameservers(resolv_conf: str) -> list[str]:
 
 
 def daemon_config(settings: Settings, dns: list[str]) -> dict[str, object]:
-    """daemon.json: rotated json-file logs, the hub's registry trusted, DNS when set."""
+    """daemon.json: rotated json-file logs, the hub's registry trusted, DNS when set, the
+    engine's metrics for Prometheus when METRICS is on."""
     config: dict[str, object] = {
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "3"},
@@ -58,6 +62,10 @@ def daemon_config(settings: Settings, dns: list[str]) -> dict[str, object]:
     }
     if dns:
         config["dns"] = dns
+    if settings.metrics == "on":
+        # On every address: the firewall opens the port to cluster hosts only (never to
+        # users' containers), as it does the node exporter's.
+        config["metrics-addr"] = f"0.0.0.0:{DOCKER_METRICS_PORT}"
     return config
 
 

@@ -1,7 +1,8 @@
 """firewall.configure: an nftables firewall on every host, loaded at boot by a systemd unit.
 
 From anywhere: SSH on every host, 80/443 on the proxy. Between cluster hosts only: the swarm
-ports, the registry and storage; chp's port 8000 on the hub from the proxy host only. Users'
+ports, the registry, storage, the node exporter and Docker's engine metrics (METRICS); chp's
+port 8000 on the hub from the proxy host only. Users'
 containers cannot open connections to FIREWALL_BLOCKED_FROM_USERS (cloud metadata), nor to
 any port of a cluster host (their own node's included) but the proxy's 80/443 and
 FIREWALL_CLUSTER_TCP_PORTS.
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.parallel import pool_width
-from swarmhub.ports import CHP_PORT
+from swarmhub.ports import CHP_PORT, DOCKER_METRICS_PORT, NODE_EXPORTER_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
 from swarmhub.runbook.host import HostView
@@ -70,6 +71,10 @@ def render_rules(
     internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
+    if settings.metrics == "on":
+        internal_tcp.append(NODE_EXPORTER_PORT)  # scraped by Prometheus on the hub
+        if "hub" in roles or "node" in roles:
+            internal_tcp.append(DOCKER_METRICS_PORT)  # Docker's engine metrics, too
     blocked = [str(network) for network in settings.firewall_blocked_from_users]
     sets = [
         _set("cluster", sorted(set(cluster))),
@@ -117,13 +122,14 @@ def cluster_addresses(ctx: StepContext) -> dict[str, list[str]]:
 
 def docker_tcp_listeners(ss_output: str) -> list[str]:
     """The local addresses dockerd listens on over TCP in ``ss -Hltnp`` output, other than
-    the swarm's own ports (cluster management and gossip, which are not the API)."""
+    the swarm's own ports (cluster management and gossip) and its metrics (daemon.json's
+    metrics-addr), which are not the API."""
     found = []
     for line in ss_output.splitlines():
         words = line.split()
         if '"dockerd"' in line and len(words) > 3:
             port = words[3].rsplit(":", 1)[-1]
-            if not (port.isdigit() and int(port) in SWARM_TCP):
+            if not (port.isdigit() and int(port) in (*SWARM_TCP, DOCKER_METRICS_PORT)):
                 found.append(words[3])
     return found
 

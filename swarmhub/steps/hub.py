@@ -14,7 +14,14 @@ import json
 from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import SPAWNER_MODULE
 from swarmhub.overlay import layout
-from swarmhub.ports import CHP_API_PORT, CHP_PORT, HUB_API, HUB_PORT, USER_SERVER_PORT
+from swarmhub.ports import (
+    CHP_API_PORT,
+    CHP_METRICS_PORT,
+    CHP_PORT,
+    HUB_API,
+    HUB_PORT,
+    USER_SERVER_PORT,
+)
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import secret_env_current_command, secret_env_file_command
 from swarmhub.runbook.ensure import ensure_directory, ensure_secret, file_differs
@@ -36,7 +43,7 @@ PROFILES_JSON = "profiles.json"  # beside jupyterhub_config.py, with PROFILES_FI
 
 CONTAINERS = ("chp", "jupyterhub", "cull")
 # name of the secret file -> the variables each container's env file gives it
-SECRETS = ("cookie_secret", "proxy_token", "crypt_key", "culler_token")
+SECRETS = ("cookie_secret", "proxy_token", "crypt_key", "culler_token", "metrics_token")
 SECRET_ENV_FILES = {
     "proxy.env": {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"},
     "culler.env": {"JUPYTERHUB_API_TOKEN": "culler_token"},
@@ -45,6 +52,8 @@ SECRET_ENV_FILES = {
         "CONFIGPROXY_AUTH_TOKEN": "proxy_token",
         "JUPYTERHUB_CRYPT_KEY": "crypt_key",
         "CULLER_API_TOKEN": "culler_token",
+        # Prometheus's token (monitor.metrics): scope read:metrics, nothing else.
+        "METRICS_API_TOKEN": "metrics_token",
     },
 }
 
@@ -271,6 +280,7 @@ def render_compose(settings: Settings) -> str:
         data_dir=settings.hub_data_dir,
         chp_port=CHP_PORT,
         chp_api_port=CHP_API_PORT,
+        chp_metrics_port=CHP_METRICS_PORT,
         hub_port=HUB_PORT,
         chp_address=overlay.chp,
         hub_address=overlay.hub,

@@ -48,6 +48,8 @@ def agent_env(settings: Settings, host: str, roles: tuple[str, ...]) -> str:
         "ALERT_MAX_PER_MINUTE": str(settings.alert_max_per_minute),
         "ALERT_5XX_COUNT": str(settings.alert_5xx_count),
         "ALERT_5XX_WINDOW": str(settings.alert_5xx_window),
+        # on: OOM kills counted for Prometheus; swarm nodes down left to its HostDown alert
+        "METRICS": settings.metrics,
     }
     lines = ["# Written by swarmhub (monitor.deploy) from the env file: edit that, not this."]
     lines += [f"{key}={value}" for key, value in values.items()]

@@ -18,6 +18,7 @@ from swarmhub.steps import (
     homes,
     hub,
     images,
+    metrics,
     monitor,
     provision,
     proxy,
@@ -47,6 +48,7 @@ RUNBOOK: tuple[Step, ...] = (
     backup.STEP,
     proxy.STEP,
     monitor.STEP,
+    metrics.STEP,
 )
 
 # Tasks made of several steps, run in the order above.
@@ -118,6 +120,11 @@ HELP: dict[str, str] = {
     ),
     "monitor.deploy": (
         "Run the swarmhub-agent on every host (SYSLOG_URL, ALERT_WEBHOOK_URL), or remove it."
+    ),
+    "monitor.metrics": (
+        "Prometheus, Alertmanager and the blackbox exporter on the hub, node exporters on every "
+        "host (METRICS).\n\nScrapes every 15 s; alerts go to ALERT_WEBHOOK_URL through "
+        "Alertmanager. A config that promtool or amtool rejects is never installed."
     ),
 }
 

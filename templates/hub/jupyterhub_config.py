@@ -171,7 +171,7 @@ else:
     c.Authenticator.allow_all = True
 c.Authenticator.admin_users = listed("ADMIN_USERS")
 
-# The idle culler: a service of the hub holding only the scopes it needs.
+# The idle culler and Prometheus: services of the hub holding only the scopes they need.
 c.JupyterHub.services = [{"name": "idle-culler", "api_token": env["CULLER_API_TOKEN"]}]
 c.JupyterHub.load_roles = [
     {
@@ -198,4 +198,10 @@ if PROFILES["groups"]:
             "scopes": ["read:groups", "admin:groups"],
             "services": ["group-sync"],
         }
+    )
+if env.get("METRICS_API_TOKEN"):
+    # Prometheus on the hub host scrapes /hub/metrics with this token (monitor.metrics).
+    c.JupyterHub.services.append({"name": "prometheus", "api_token": env["METRICS_API_TOKEN"]})
+    c.JupyterHub.load_roles.append(
+        {"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]}
     )

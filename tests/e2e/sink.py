@@ -35,8 +35,12 @@ class SyslogUDP(socketserver.BaseRequestHandler):
 
 class Webhook(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        record("alerts.jsonl", json.loads(body)["text"])
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if body.get("attachments"):
+            parts = [f"{a.get('title', '')}\n{a.get('text', '')}" for a in body["attachments"]]
+            record("alertmanager.jsonl", "\n".join(parts))
+        else:
+            record("alerts.jsonl", body["text"])
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"ok")

@@ -47,13 +47,17 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
         assert address in cluster_set.stdout, (host, cluster_set.stdout)
     rows = recap(added.stdout)
     assert rows["t-node-3"][1] > 0
-    # Nothing else touched but the firewalls, which now let t-node-3 in.
+    # Nothing else touched but the firewalls, which now let t-node-3 in, and Prometheus's
+    # scrapes on the hub, which now include it (monitor.metrics, on by default).
     others = [
         line
         for line in added.stdout.splitlines()
         if "changed:" in line and not line.startswith("[t-node-3]")
     ]
-    assert all("firewall" in line or "nftables" in line for line in others), others
+    assert all(
+        "firewall" in line or "nftables" in line or line.startswith("[t-hub] changed: Prometheus")
+        for line in others
+    ), others
     try:
         # With the other nodes paused, a new server can only land on t-node-3.
         for node in ("t-node-1", "t-node-2"):
@@ -82,8 +86,9 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
         assert removed.returncode == 0, removed.stderr
         assert "t-node-3" not in availability(cluster)
         assert "take it out" in removed.stdout
-        # Out of NODE_HOSTS (the test's own env), the other hosts' firewalls close to it.
-        closed = run("invoke", "firewall.configure", env_file=cluster)
+        # Out of NODE_HOSTS (the test's own env), the other hosts' firewalls close to it and
+        # Prometheus stops scraping it.
+        closed = run("invoke", "firewall.configure", "monitor.metrics", env_file=cluster)
         assert closed.returncode == 0, closed.stdout[-2000:] + closed.stderr
         # A join left pending: t-node-3 joins while the hub's firewall drops it (it times out
         # and goes on in the background); nodes.add opens the firewalls, then finishes it.
@@ -105,7 +110,8 @@ def test_nodes_come_and_go(cluster: Path, tmp_path: Path) -> None:
         whole = run("invoke", "cluster.all", env_file=three, timeout=900)
         assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr
         assert run("invoke", "nodes.remove", "t-node-3", env_file=three).returncode == 0
-        assert run("invoke", "firewall.configure", env_file=cluster).returncode == 0
+        restored = run("invoke", "firewall.configure", "monitor.metrics", env_file=cluster)
+        assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr
     finally:
         for node in ("t-node-1", "t-node-2"):
             run("invoke", "nodes.activate", node, env_file=cluster)

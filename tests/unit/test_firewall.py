@@ -48,14 +48,20 @@ def test_the_proxy_is_open_on_80_and_443(env) -> None:
 def test_swarm_registry_and_storage_only_from_cluster_hosts(env, tmp_path: Path) -> None:
     hub = rules_for(env, "hub")
     assert "elements = { 10.0.0.10, 10.0.0.11, 10.0.0.21, 10.0.0.22 }" in hub
-    assert "ip saddr @cluster tcp dport { 2049, 2377, 5000, 7946 } accept" in hub
+    # 9100: the node exporter, 9323: Docker's engine metrics, scraped by Prometheus on the
+    # hub (METRICS=on, the default)
+    assert "ip saddr @cluster tcp dport { 2049, 2377, 5000, 7946, 9100, 9323 } accept" in hub
     assert "ip saddr @cluster udp dport { 4789, 7946 } accept" in hub
     path = tmp_path / "git.env"
     path.write_text(ENV + "FIREWALL_CLUSTER_TCP_PORTS=9418\n")
     with_git = firewall.render_rules(settings.load(str(path)), ("hub",), CLUSTER, [])
-    assert "ip saddr @cluster tcp dport { 2049, 2377, 5000, 7946, 9418 } accept" in with_git
+    assert "tcp dport { 2049, 2377, 5000, 7946, 9100, 9323, 9418 } accept" in with_git
     # the registry lives on the hub only
-    assert "ip saddr @cluster tcp dport { 2049, 2377, 7946 } accept" in rules_for(env, "node")
+    assert "ip saddr @cluster tcp dport { 2049, 2377, 7946, 9100, 9323 } accept" in rules_for(
+        env, "node"
+    )
+    # the proxy runs no Docker
+    assert "9323" not in rules_for(env, "proxy")
 
 
 def test_chp_is_reached_from_the_proxy_only(env) -> None:
@@ -116,6 +122,8 @@ def test_a_docker_api_on_tcp_is_found() -> None:
         'LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=2,fd=3))\n'
         'LISTEN 0 4096 *:2377 *:* users:(("dockerd",pid=1,fd=30))\n'
         'LISTEN 0 4096 *:7946 *:* users:(("dockerd",pid=1,fd=31))\n'
+        # the engine's metrics (METRICS), not its API
+        'LISTEN 0 4096 *:9323 *:* users:(("dockerd",pid=1,fd=32))\n'
     )
     assert firewall.docker_tcp_listeners(out) == ["0.0.0.0:2375"]
 

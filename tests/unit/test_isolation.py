@@ -114,7 +114,8 @@ def test_chp_listens_on_the_hub_stacks_bridge_only(tmp_path: Path) -> None:
     chp = services["chp"]
     assert "--ip=chp-internal" in chp["command"] and "--api-ip=chp-internal" in chp["command"]
     assert not [arg for arg in chp["command"] if "0.0.0.0" in arg]
-    assert chp["ports"] == ["8000:8000"]  # the API is never published
+    # the API is never published; its metrics on the hub's loopback only (Prometheus)
+    assert chp["ports"] == ["8000:8000", "127.0.0.1:8002:8002"]
     assert chp["networks"] == {
         "internal": {"aliases": ["chp-internal"]},
         "users": {"ipv4_address": "10.250.0.2"},

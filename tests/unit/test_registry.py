@@ -58,8 +58,10 @@ def test_nodes_add_runs_what_a_new_node_needs_and_opens_the_others_firewalls() -
         "swarm.join",
         "homes.mount",
         "monitor.deploy",
+        "monitor.metrics",
     ]
-    assert registry.node_add_everywhere() == {"firewall.configure"}
+    # Prometheus on the hub scrapes the new node: its config changes too.
+    assert registry.node_add_everywhere() == {"firewall.configure", "monitor.metrics"}
 
 
 def test_the_bootcamps_commands_are_tasks() -> None:
