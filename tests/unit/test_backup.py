@@ -151,13 +151,13 @@ def test_status_shows_the_backups_row() -> None:
 
 
 def test_recovery_restores_before_the_hub_starts() -> None:
-    from swarmhub.steps import hub, recover
+    from swarmhub.steps import hub, recover, registry
 
     names = [step.name for step in recover.recovery_steps("20261126T013000Z")]
     assert names[0] == "recover.check"
     at = names.index("hub.deploy")
     assert names[at - 3 : at] == ["backup.target", "backup.setup", "recover.restore"]
-    assert names.count("backup.setup") == 1 and names[-1] == "monitor.deploy"
+    assert names.count("backup.setup") == 1 and names[-1] == registry.RUNBOOK[-1].name
     assert hub.STEP.name == "hub.deploy"
     assert recover.restore_all_command("20261126T013000Z").endswith(
         "restore-all --at 20261126T013000Z"
