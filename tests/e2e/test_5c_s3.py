@@ -21,7 +21,7 @@ import pytest
 from swarmhub.steps import backup
 from swarmhub.student import Student
 from tests.cli import run
-from tests.e2e.conftest import ADDRESSES, SETTINGS, env_with, on_hub, student
+from tests.e2e.conftest import ADDRESSES, CERT_FILE, PROXY, SETTINGS, env_with, on_hub, student
 
 pytestmark = [
     pytest.mark.e2e,
@@ -56,6 +56,9 @@ def stand_in(sandbox: Path) -> Iterator[None]:
     runs; the VM's firewall put back at the end."""
     if run("invoke", "health", env_file=sandbox, timeout=300).returncode != 0:
         invoke(sandbox, "cluster.all")
+    cert = run("fab", "-H", PROXY, "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox)
+    CERT_FILE.parent.mkdir(exist_ok=True)
+    CERT_FILE.write_text(cert.stdout)
     on_store(
         sandbox,
         "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
@@ -114,6 +117,7 @@ def s3_env(
     )
     try:
         out = invoke(env, "backup.setup")
+        # The store keeps nothing across runs (moto's memory): made anew each time.
         assert f"repository s3:http://{STORE}:{PORT}/swarmhub-e2e/restic opened or made" in out
         assert secret.read_text().strip() not in out
         yield env
