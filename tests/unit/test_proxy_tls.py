@@ -7,7 +7,7 @@ from pathlib import Path
 
 from swarmhub import settings
 from swarmhub.runbook import record
-from swarmhub.steps import backup, proxy, proxy_tls, recover, registry
+from swarmhub.steps import acme, backup, proxy, proxy_tls, recover, registry
 from tests.unit.fakehost import answering, run_step
 
 ENV = "HUB_HOST=hub\nNODE_HOSTS=node-1\nPROXY_HOST=proxy\nAUTHENTICATOR=native\n"
@@ -70,3 +70,7 @@ def test_the_order_keeps_it_in_snapshots_and_restores_it_before_nginx() -> None:
     script = backup.render_script(settings.load(str(Path("tests/e2e/backup.env"))))
     assert f"PROXY_TLS={proxy_tls.COPY_DIR}" in script and '"$PROXY_TLS"' in script
     assert proxy.TLS_DIR.lstrip("/") in proxy_tls.MATERIAL
+    # TLS_MODE=acme: certbot's account, lineage and renewal settings are kept too.
+    for path in (acme.LIVE_DIR, acme.RENEWAL_CONF, "/etc/letsencrypt/accounts"):
+        assert any(path.lstrip("/").startswith(kept) for kept in proxy_tls.MATERIAL), path
+    assert "--exclude=.certbot.lock" in proxy_tls.archive_command()
