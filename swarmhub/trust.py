@@ -124,7 +124,8 @@ def trust(
             f"console, remove the old one (ssh-keygen -R {name}), then run hosts.trust"
         )
     listing = "\n".join(f"  {key.get_name()} {fingerprint(key)}" for key in keys)
-    if not new and not changed:
+    trusted = len(new) < len(names) * len(keys)  # a key SSH checks is known already
+    if not changed and (not new or (replace and trusted)):
         return f"{host} ({connection.host}) is already trusted:\n{listing}"
     question = (
         f"{host} ({connection.host}:{connection.port}) offers these host keys:\n{listing}\n"

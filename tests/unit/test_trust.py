@@ -96,3 +96,25 @@ def test_recover_hub_replaces_a_rebuilt_hubs_keys_after_a_yes(
         f"hub {rebuilt.get_name()} {rebuilt.get_base64()}\n"
     )
     assert "already trusted" in trust.trust(loaded, "hub", lambda q: False, replace=True)
+
+
+def test_recover_hub_asks_nothing_when_a_key_is_trusted_already(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox's sandbox.up trusts a rebuilt VM's ed25519 key: SSH connects, no question
+    (a key type it did not write is no reason to ask)."""
+    from types import SimpleNamespace
+
+    from swarmhub import settings
+
+    env = tmp_path / "course.env"
+    env.write_text("HUB_HOST=hub\nNODE_HOSTS=node-1\nPROXY_HOST=proxy\nAUTHENTICATOR=native\n")
+    known, extra = _key(), paramiko.RSAKey.generate(1024)
+    path = tmp_path / "known_hosts"
+    path.write_text(f"hub {known.get_name()} {known.get_base64()}\n")
+    connection = SimpleNamespace(known_hosts_files=[str(path)], host="hub", port=22)
+    monkeypatch.setattr(trust.ssh, "connect", lambda *a, **k: connection)
+    monkeypatch.setattr(trust, "scan_keys", lambda *a, **k: [known, extra])
+    loaded = settings.load(str(env))
+    out = trust.trust(loaded, "hub", lambda q: pytest.fail("asked"), replace=True)
+    assert "already trusted" in out
