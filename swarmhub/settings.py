@@ -266,14 +266,35 @@ def _optional_positive_int(value: str) -> int | None:
 
 
 def _backup_target(value: str) -> str:
-    """Empty (a repository in BACKUP_DIR on the hub) or sftp://HOST/PATH: HOST is the backup
-    host, a host of its own (not the hub, not the proxy, not a node)."""
+    """Empty (a repository in BACKUP_DIR on the hub), sftp://HOST/PATH (HOST: the backup host,
+    a host of its own: not the hub, not the proxy, not a node) or an S3-compatible store:
+    s3://HOST[:PORT]/BUCKET[/PREFIX] over HTTPS, s3+http://… over plain HTTP (a store on the
+    private network; restic encrypts the data either way)."""
     value = value.strip()
     if not value:
         return ""
     url = urlsplit(value)
+    if url.scheme in ("s3", "s3+http"):
+        bucket = url.path.strip("/")
+        if not url.hostname or not re.fullmatch(
+            r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.-]+)*", bucket
+        ):
+            raise ValueError(
+                "give s3://HOST[:PORT]/BUCKET[/PREFIX] (a bucket name: lowercase letters, "
+                "digits, dots and dashes)"
+            )
+        if url.username or url.query or url.fragment:
+            raise ValueError(
+                "give s3://HOST[:PORT]/BUCKET[/PREFIX] only: the key goes in BACKUP_S3_KEY_ID "
+                "and BACKUP_S3_SECRET_FILE"
+            )
+        _hostname(url.hostname)
+        port = f":{url.port}" if url.port else ""
+        return f"{url.scheme}://{url.hostname}{port}/{bucket}"
     if url.scheme != "sftp" or not url.hostname or not url.path.startswith("/"):
-        raise ValueError("give sftp://HOST/PATH (HOST: the backup host), or leave it empty")
+        raise ValueError(
+            "give sftp://HOST/PATH (HOST: the backup host), s3://HOST/BUCKET, or leave it empty"
+        )
     if url.username or url.port or url.query or url.fragment:
         raise ValueError("give sftp://HOST/PATH only: swarmhub makes the user and uses SSH_PORT")
     _hostname(url.hostname)
@@ -437,8 +458,13 @@ SCHEMA: dict[str, Key] = {
     "HOME_SOFT_LIMIT": Key(_optional_memory, "", "a home's size reported as too big; empty: none"),
     # Backups (restic) of the homes, the hub's database and its secrets
     "BACKUP_TARGET": Key(
-        _backup_target, "", "sftp://HOST/PATH: the repository on a backup host; empty: BACKUP_DIR"
+        _backup_target,
+        "",
+        "sftp://HOST/PATH (a backup host) or s3://HOST/BUCKET: the repository; empty: BACKUP_DIR",
     ),
+    "BACKUP_S3_KEY_ID": Key(_text, "", "BACKUP_TARGET=s3://…: the access key's id"),
+    "BACKUP_S3_SECRET_FILE": Key(_path, "", "BACKUP_TARGET=s3://…: a 0600 file, the secret key"),
+    "BACKUP_S3_REGION": Key(_text, "", "BACKUP_TARGET=s3://…: the store's region; empty: auto"),
     "BACKUP_DIR": Key(
         _absolute_dir, "/var/backups/swarmhub", "the repository on the hub (no target)"
     ),
@@ -508,8 +534,16 @@ class Settings:
 
     @property
     def backup_host(self) -> str:
-        """The host of BACKUP_TARGET's repository, or empty (the repository is on the hub)."""
-        return (urlsplit(self.backup_target).hostname or "") if self.backup_target else ""
+        """The backup host of an sftp:// BACKUP_TARGET, or empty (the repository is on the hub,
+        or in an S3-compatible store that is no host of the env file)."""
+        if not self.backup_target.startswith("sftp://"):
+            return ""
+        return urlsplit(self.backup_target).hostname or ""
+
+    @property
+    def backup_s3(self) -> bool:
+        """BACKUP_TARGET names an S3-compatible store."""
+        return self.backup_target.startswith(("s3://", "s3+http://"))
 
     @property
     def hub_data_dir(self) -> str:
@@ -554,6 +588,7 @@ def check_local_files(settings: Settings) -> None:
     if settings.tls_mode == "acme":
         wanted += ["ACME_CA_BUNDLE"]
     wanted += ["ALLOWED_USERS_FILE", "ADMIN_USERS_FILE", "OAUTH_CLIENT_SECRET_FILE"]
+    wanted += ["BACKUP_S3_SECRET_FILE"]
     for key in wanted:
         path = settings.values[key]
         if path is not None and not path.is_file():
@@ -658,7 +693,8 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
                 f"{source}: {host} is both {' and '.join(roles)}: give each role its own host"
             )
     _check_storage_paths(settings, source)
-    if settings.backup_host and settings.storage_name != settings.hub_host:
+    check_backup_s3(settings, source)
+    if settings.backup_target and settings.storage_name != settings.hub_host:
         raise SwarmhubError(
             f"{source}: BACKUP_TARGET with STORAGE_HOST={settings.storage_host} apart from the "
             "hub is not supported yet (restic runs on the hub): keep the homes on the hub, or "
@@ -694,6 +730,48 @@ def _check_profiles(settings: Settings, source: Path) -> None:
                 f"{source}: IMAGE_PINS pins {name}, which has no course packages (it runs the "
                 "user image itself): remove it from IMAGE_PINS"
             )
+
+
+def check_backup_s3(settings: Settings, source: Path) -> None:
+    """An s3:// BACKUP_TARGET needs its access key, and only an s3:// one has it."""
+    keys = [k for k in ("BACKUP_S3_KEY_ID", "BACKUP_S3_SECRET_FILE") if settings.values[k]]
+    if not settings.backup_s3:
+        if keys:
+            raise SwarmhubError(
+                f"{source}: {keys[0]} is set but BACKUP_TARGET is no s3:// store: empty it"
+            )
+        return
+    missing = [k for k in ("BACKUP_S3_KEY_ID", "BACKUP_S3_SECRET_FILE") if k not in keys]
+    if missing:
+        raise SwarmhubError(
+            f"{source}: BACKUP_TARGET={settings.backup_target} needs {' and '.join(missing)} "
+            "(the store's access key): see env/example.env (Backups)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_+/=.-]{3,128}", settings.backup_s3_key_id):
+        raise SwarmhubError(
+            f"{source}: BACKUP_S3_KEY_ID: an access key id is letters and digits, like "
+            "AKIAIOSFODNN7EXAMPLE"
+        )
+
+
+def read_s3_secret(settings: Settings) -> str:
+    """The secret access key of BACKUP_S3_SECRET_FILE: a file of this machine that only its
+    owner reads (0600), holding the key on one line."""
+    path: Path = settings.backup_s3_secret_file
+    if not path.is_file():
+        raise SwarmhubError(f"{settings.source.name}: BACKUP_S3_SECRET_FILE={path} does not exist")
+    if path.stat().st_mode & 0o077:
+        raise SwarmhubError(
+            f"{settings.source.name}: BACKUP_S3_SECRET_FILE={path} may be read by others: "
+            f"chmod 600 {path}"
+        )
+    secret = path.read_text().strip()
+    if not secret or not re.fullmatch(r"[\x21-\x7e]{3,256}", secret):
+        raise SwarmhubError(
+            f"{settings.source.name}: BACKUP_S3_SECRET_FILE={path}: give the secret access key "
+            "alone, on one line"
+        )
+    return secret
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -52,8 +52,53 @@ def known_name(name: str, port: int) -> str:
     return name if port == 22 else f"[{name}]:{port}"
 
 
-def trust(settings: Settings, host: str, confirm: Callable[[str], bool]) -> str:
-    """Show ``host``'s keys and add them to its known_hosts file once ``confirm`` says yes."""
+def compare(
+    known: paramiko.HostKeys, names: list[str], keys: list[paramiko.PKey]
+) -> tuple[list[tuple[str, paramiko.PKey]], list[tuple[str, paramiko.PKey]]]:
+    """(new, changed): the (name, key) pairs known_hosts lacks, and those it knows with
+    another key of the same type."""
+    new, changed = [], []
+    for name in names:
+        entries = known.lookup(name) or {}
+        for key in keys:
+            old = entries.get(key.get_name())
+            if old is None:
+                new.append((name, key))
+            elif old != key:
+                changed.append((name, key))
+    return new, changed
+
+
+def _names_match(pattern: str, names: list[str]) -> bool:
+    """A known_hosts host field (plain or hashed, |1|salt|hash) names one of ``names``."""
+    for field in pattern.split(","):
+        for name in names:
+            if field.startswith("|1|"):
+                if paramiko.HostKeys.hash_host(name, field) == field:
+                    return True
+            elif field == name:
+                return True
+    return False
+
+
+def forget(path: Path, names: list[str]) -> None:
+    """Remove every key known for ``names`` from ``path`` (as `ssh-keygen -R` does); the
+    other lines stay as they are."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [
+        line
+        for line in lines
+        if line.startswith("#") or not line.split() or not _names_match(line.split()[0], names)
+    ]
+    path.write_text("".join(kept))
+
+
+def trust(
+    settings: Settings, host: str, confirm: Callable[[str], bool], *, replace: bool = False
+) -> str:
+    """Show ``host``'s keys and add them to its known_hosts file once ``confirm`` says yes.
+    A key that differs from the known one is refused, unless ``replace`` (recover.hub: the
+    host was rebuilt): then the new keys are shown and, after a yes, replace the old ones."""
     if host not in settings.hosts:
         raise SwarmhubError(
             f"{host} is not a host of {settings.source.name} (hosts: "
@@ -70,26 +115,23 @@ def trust(settings: Settings, host: str, confirm: Callable[[str], bool]) -> str:
     keys = scan_keys(connection.host, connection.port)
     if not keys:
         raise SwarmhubError(f"{host}: offered no host key of {', '.join(KEY_TYPES)}")
-    new = []
-    for name in names:
-        entries = known.lookup(name) or {}
-        for key in keys:
-            old = entries.get(key.get_name())
-            if old is None:
-                new.append((name, key))
-            elif old != key:
-                raise SwarmhubError(
-                    f"{host}: its {key.get_name()} key differs from the one known for {name} "
-                    f"({fingerprint(key)}): if the host was rebuilt, check the new key on its "
-                    f"console, remove the old one (ssh-keygen -R {name}), then run hosts.trust"
-                )
+    new, changed = compare(known, names, keys)
+    if changed and not replace:
+        name, key = changed[0]
+        raise SwarmhubError(
+            f"{host}: its {key.get_name()} key differs from the one known for {name} "
+            f"({fingerprint(key)}): if the host was rebuilt, check the new key on its "
+            f"console, remove the old one (ssh-keygen -R {name}), then run hosts.trust"
+        )
     listing = "\n".join(f"  {key.get_name()} {fingerprint(key)}" for key in keys)
-    if not new:
+    trusted = len(new) < len(names) * len(keys)  # a key SSH checks is known already
+    if not changed and (not new or (replace and trusted)):
         return f"{host} ({connection.host}) is already trusted:\n{listing}"
     question = (
         f"{host} ({connection.host}:{connection.port}) offers these host keys:\n{listing}\n"
-        f"Compare them with the host's console (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub).\n"
-        f"Add them to {files[0]}?"
+        + ("They differ from the keys known for it (a rebuilt host).\n" if changed else "")
+        + "Compare them with the host's console (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub).\n"
+        + (f"Replace the old ones in {files[0]}?" if changed else f"Add them to {files[0]}?")
     )
     if not confirm(question):
         raise SwarmhubError(
@@ -97,11 +139,17 @@ def trust(settings: Settings, host: str, confirm: Callable[[str], bool]) -> str:
             "or pass --yes)"
         )
     files[0].parent.mkdir(parents=True, exist_ok=True)
+    if changed:
+        for path in files:
+            if path.is_file():
+                forget(path, names)
+        new = [(name, key) for name in names for key in keys]
     with open(files[0], "a", encoding="utf-8") as out:
         os.chmod(files[0], 0o600)
         for name, key in new:
             out.write(f"{name} {key.get_name()} {key.get_base64()}\n")
-    return f"{host}: added {len(keys)} host key(s) under {' and '.join(names)} to {files[0]}"
+    verb = "replaced the old keys with" if changed else "added"
+    return f"{host}: {verb} {len(keys)} host key(s) under {' and '.join(names)} in {files[0]}"
 
 
 def ask(question: str) -> bool:

@@ -6,9 +6,10 @@ Backups are made with restic (encrypted, deduplicated, pruned by age): one scrip
 up the users' homes, a consistent copy of the hub's SQLite database (SQLite's online backup)
 and the hub's secrets to one repository: BACKUP_TARGET (sftp://HOST/PATH, on a backup host of
 its own, reached as the user swarmhub-backup with a key that may only run SFTP, from the hub's
-addresses only), or BACKUP_DIR on the hub. It restores from them without ever overwriting a
-live file. A systemd timer on the hub runs it on BACKUP_SCHEDULE; the tasks run the same
-script over SSH.
+addresses only; or s3://HOST/BUCKET, an S3-compatible store, with the access key of
+BACKUP_S3_KEY_ID and BACKUP_S3_SECRET_FILE, kept 0600 on the hub), or BACKUP_DIR on the hub.
+It restores from them without ever overwriting a live file. A systemd timer on the hub runs it
+on BACKUP_SCHEDULE; the tasks run the same script over SSH.
 
 The repository's password and the SFTP key are made on the provisioner at the first deploy
 (PROJECT_ROOT/.swarmhub/<HUB_HOST>/, 0600) and kept 0600 on the hub: the repository is
@@ -37,7 +38,8 @@ from swarmhub.runbook.ensure import (
 )
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
-from swarmhub.settings import PROJECT_ROOT, Settings
+from swarmhub.settings import PROJECT_ROOT, Settings, read_s3_secret
+from swarmhub.steps import proxy_tls
 from swarmhub.steps.homes import known_hosts_line
 from swarmhub.steps.hub import hub_answers
 from swarmhub.steps.swarm import host_addresses
@@ -51,6 +53,7 @@ PASSWORD = f"{CONF_DIR}/restic-password"
 KEY = f"{CONF_DIR}/id_ed25519"
 KNOWN_HOSTS = f"{CONF_DIR}/known_hosts"
 INITIALIZED = f"{CONF_DIR}/initialized"
+S3_CREDENTIALS = f"{CONF_DIR}/s3-credentials"
 # Read by node-exporter's textfile collector (the metrics issue's Prometheus reads it too).
 METRIC_DIR = "/var/lib/prometheus/node-exporter"
 METRIC = f"{METRIC_DIR}/swarmhub_backup.prom"
@@ -64,10 +67,27 @@ CHECK_SUBSET = "5%"
 
 
 def repository(settings: Settings) -> str:
-    """The repository as restic names it: sftp:HOST:/PATH, or BACKUP_DIR/restic on the hub."""
+    """The repository as restic names it: sftp:HOST:/PATH, s3:https://HOST/BUCKET (or
+    s3:http://… for s3+http://), or BACKUP_DIR/restic on the hub."""
+    if settings.backup_s3:
+        url = urlsplit(settings.backup_target)
+        scheme = "http" if url.scheme == "s3+http" else "https"
+        return f"s3:{scheme}://{url.netloc}{url.path}"
     if settings.backup_target:
         return f"sftp:{settings.backup_host}:{urlsplit(settings.backup_target).path}"
     return f"{settings.backup_dir}/restic"
+
+
+def s3_credentials(settings: Settings, secret: str) -> str:
+    """The hub's S3 credentials file (0600), read by the backup script: restic's variables."""
+    lines = [
+        "# Written by swarmhub (backup.setup): the access key of BACKUP_TARGET's store.",
+        f"AWS_ACCESS_KEY_ID={shlex.quote(settings.backup_s3_key_id)}",
+        f"AWS_SECRET_ACCESS_KEY={shlex.quote(secret)}",
+    ]
+    if settings.backup_s3_region:
+        lines.append(f"AWS_DEFAULT_REGION={shlex.quote(settings.backup_s3_region)}")
+    return "\n".join(lines) + "\n"
 
 
 def target_path(settings: Settings) -> str:
@@ -85,6 +105,7 @@ def render_script(settings: Settings) -> str:
         conf_dir=CONF_DIR,
         metric_dir=METRIC_DIR,
         sftp_host=settings.backup_host,
+        s3=settings.backup_s3,
         sftp_user=REPO_USER,
         ssh_port=settings.ssh_port,
         keep_hourly=settings.backup_keep_hourly,
@@ -92,6 +113,7 @@ def render_script(settings: Settings) -> str:
         keep_weekly=settings.backup_keep_weekly,
         limit_upload=f"--limit-upload {limit} " if limit else "",
         check_subset=CHECK_SUBSET,
+        proxy_tls_dir=proxy_tls.COPY_DIR,
     )
 
 
@@ -220,6 +242,15 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         line = known_hosts_line(settings.backup_host, settings.ssh_port, host_key)
         yield from ensure_file(
             hub, KNOWN_HOSTS, line, describe=f"{settings.backup_host}'s pinned host key"
+        )
+    elif settings.backup_s3:
+        secret = ctx.remember("backup_s3_secret", lambda: read_s3_secret(settings))
+        yield from ensure_file(
+            hub,
+            S3_CREDENTIALS,
+            s3_credentials(settings, secret),
+            mode="0600",
+            describe="the S3 store's access key",
         )
     else:
         yield from ensure_directory(hub, settings.backup_dir, "0700")

@@ -22,6 +22,7 @@ from swarmhub.steps import (
     monitor,
     provision,
     proxy,
+    proxy_tls,
     swarm,
     upgrade,
 )
@@ -46,7 +47,11 @@ RUNBOOK: tuple[Step, ...] = (
     # The backup host before the hub's backup.setup, which opens (or makes) the repository.
     backup.TARGET,
     backup.STEP,
+    # A new proxy gets its TLS material back before proxy.configure would make a new one; the
+    # hub keeps a copy of it (in every snapshot) once proxy.configure has made or found it.
+    proxy_tls.RESTORE,
     proxy.STEP,
+    proxy_tls.COPY,
     monitor.STEP,
     metrics.STEP,
 )
@@ -107,6 +112,14 @@ HELP: dict[str, str] = {
     "backup.target": (
         "Prepare the backup host of BACKUP_TARGET: the repository's directory, SFTP for the "
         "hub's key only."
+    ),
+    "backup.proxy": (
+        "Keep a copy of the proxy's TLS key and certificate (and ACME account) on the hub, "
+        "0600, so that every snapshot holds them."
+    ),
+    "proxy.restore": (
+        "Put the proxy's TLS material back from the hub's copy on a proxy that has none (a new "
+        "VM of the same name), before proxy.configure would make a new certificate."
     ),
     "backup.setup": (
         "Install restic, the backup script and its timer (BACKUP_SCHEDULE) on the hub; open "

@@ -169,11 +169,21 @@ def wait_active_command(seconds: int) -> str:
     )
 
 
-def join_command(token: str, address: str, *, leave_first: bool = False) -> str:
+def join_command(
+    token: str, address: str, *, leave_first: bool = False, restart_docker: bool = False
+) -> str:
     """Join the swarm at ``address``. A join that times out goes on in the background (Docker
-    says so and exits non-zero): then wait for it to finish rather than fail."""
+    says so and exits non-zero): then wait for it to finish rather than fail. ``restart_docker``
+    (leaving a swarm that is gone): Docker keeps that swarm's gossip keys (libnetwork's
+    network database) until it restarts, and the overlay then carries nothing between the new
+    manager and this node (seen after recover.hub: the servers could not resolve the hub)."""
     join = f"docker swarm join --token {shlex.quote(token)} {address}:{SWARM_PORT}"
     leave = "docker swarm leave --force >/dev/null 2>&1; " if leave_first else ""
+    if restart_docker:
+        leave += (
+            "systemctl restart docker && for i in $(seq 60); do "
+            "docker info >/dev/null 2>&1 && break; sleep 1; done; "
+        )
     return f"{leave}{join} || {{ {wait_active_command(JOIN_WAIT)}; }}"
 
 
@@ -190,6 +200,7 @@ def member_of_this_swarm(ctx: StepContext, node: HostView) -> bool:
 def join(ctx: StepContext, node: HostView) -> Steps:
     state, _, managers = parse_swarm_state(node.probe(SWARM_STATE).stdout)
     address = hub_address(ctx)
+    gone = False
     if state == "active":
         if managers and not any(m.split(":")[0] == address for m in managers):
             raise SwarmhubError(
@@ -200,8 +211,8 @@ def join(ctx: StepContext, node: HostView) -> Steps:
             yield Ok("swarm member")
             return
         # A member of a swarm that is gone (the hub rebuilt at the same address, recover.hub):
-        # it leaves that one and joins this one.
-        state = "error"
+        # it leaves that one, Docker restarts (its old gossip keys go), and it joins this one.
+        state, gone = "error", True
     if state == "no-docker" and not ctx.changes_pending:
         raise SwarmhubError(f"{node.name}: Docker is not running: run docker.install first")
     hub = ctx.hub
@@ -226,9 +237,10 @@ def join(ctx: StepContext, node: HostView) -> Steps:
             [f"{wait_active_command(JOIN_WAIT)} || {{ {rejoin}; }}"],
         )
     else:
+        left = "left a swarm that is gone (Docker restarted), " if gone else ""
         yield Change(
-            f"joined the swarm of {hub.name} ({address})",
-            [join_command(token, address, leave_first=state == "error")],
+            f"{left}joined the swarm of {hub.name} ({address})",
+            [join_command(token, address, leave_first=state == "error", restart_docker=gone)],
         )
     if stale:
         yield Change(

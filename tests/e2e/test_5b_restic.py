@@ -160,12 +160,16 @@ def test_a_stale_lock_is_cleared_by_the_next_run(deployed: Path) -> None:
 
 
 def test_an_unreachable_backup_host_is_one_line(deployed: Path) -> None:
+    files = f"sudo find {SETTINGS.homes_dir} {SETTINGS.hub_dir} -type f ! -name '*-journal' | sort"
+    before = set(on_hub(deployed, files).splitlines())
     docker("pause", BACKUP_HOST)
     try:
         result = run("invoke", "backup.run", env_file=deployed, timeout=300)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "does not answer" in lines[0], result.stderr
+        # Nothing on the hub removed: every home's file, the database, the secrets.
+        assert before <= set(on_hub(deployed, files).splitlines())
         health = run("invoke", "health", env_file=deployed, timeout=120)
         assert health.returncode == 1, health.stdout + health.stderr
         assert "backups" in health.stdout and "does not answer" in health.stdout, health.stdout

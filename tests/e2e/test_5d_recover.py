@@ -91,6 +91,8 @@ def test_a_destroyed_hub_comes_back_with_every_students_work(sandbox: Path) -> N
     out = invoke(sandbox, "recover.hub", timeout=2400)
     assert re.search(rf"^{HUB} recovered in \d+ min \d+ s$", out, re.M), out[-2000:]
     assert f"restored {snapshot}: " in out, out[-3000:]
+    # The hub's copy of the proxy's TLS material came back from the snapshot (backup.proxy).
+    assert "the proxy's TLS material" in out, out[-3000:]
 
     # alice logs in through the proxy, starts a server on a node, finds her notebook.
     alice = student("alice")
@@ -112,3 +114,20 @@ def test_a_destroyed_hub_comes_back_with_every_students_work(sandbox: Path) -> N
     # The second run of the runbook changes nothing more on the nodes.
     again = invoke(sandbox, "cluster.all")
     assert "changed=0" in again
+
+
+def test_a_new_proxy_gets_its_certificate_back(sandbox: Path) -> None:
+    """After the drill (the hub's copy of the proxy's TLS material came from the snapshot):
+    a proxy that lost its key and certificate serves the same ones again, not new ones."""
+    before = CERT_FILE.read_text()
+    assert "BEGIN CERTIFICATE" in before
+    run("fab", "-H", PROXY, "--", "sudo rm -rf /etc/swarmhub/tls", env_file=sandbox)
+    out = invoke(sandbox, "proxy.restore", "proxy.configure")
+    assert "put back from" in out, out[-2000:]
+    assert "self-signed TLS certificate" not in out, out[-2000:]
+    cert = run("fab", "-H", PROXY, "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox)
+    assert cert.stdout == before
+    key = run(
+        "fab", "-H", PROXY, "--", "sudo stat -c %a /etc/swarmhub/tls/privkey.pem", env_file=sandbox
+    )
+    assert key.stdout.strip() == "600"

@@ -15,6 +15,13 @@ from traitlets.config import Config
 from swarmhub.steps import hub
 
 
+@pytest.fixture(autouse=True, scope="session")
+def facts_s3_secret_0600() -> None:
+    """The stand-in S3 secret of tests/unit/facts/s3.env: 0600, as backup.setup wants it (git
+    keeps no such mode)."""
+    (Path(__file__).resolve().parent / "facts" / "s3-secret").chmod(0o600)
+
+
 @pytest.fixture(autouse=True)
 def provisioner_secrets_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The backup secrets a step makes on the provisioner go to the test's own directory, not

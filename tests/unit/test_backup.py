@@ -44,7 +44,11 @@ def test_the_target_host_is_the_backup_host(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("BACKUP_TARGET=s3://bucket/x", "give sftp://HOST/PATH"),
+        ("BACKUP_TARGET=ftp://vault/x", "give sftp://HOST/PATH"),
+        ("BACKUP_TARGET=s3://store/X_", "give s3://HOST"),
+        ("BACKUP_TARGET=s3://key:pw@store/backups", "the key goes in BACKUP_S3_KEY_ID"),
+        ("BACKUP_TARGET=s3://store/backups", "needs BACKUP_S3_KEY_ID and BACKUP_S3_SECRET_FILE"),
+        (TARGET + "BACKUP_S3_KEY_ID=AKIA1234", "BACKUP_TARGET is no s3:// store"),
         ("BACKUP_TARGET=sftp://vault", "give sftp://HOST/PATH"),
         ("BACKUP_TARGET=sftp://root@vault/srv", "swarmhub makes the user"),
         ("BACKUP_TARGET=sftp://hub/srv/restic", "hub is both hub and storage and backup"),
@@ -58,6 +62,54 @@ def test_the_target_host_is_the_backup_host(tmp_path: Path) -> None:
 def test_bad_backup_settings_are_one_line(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(SwarmhubError, match=message):
         load(tmp_path, line.rstrip("\n") + "\n")
+
+
+def s3_env(tmp_path: Path, scheme: str = "s3", mode: int = 0o600) -> settings.Settings:
+    secret = tmp_path / "s3-secret"
+    secret.write_text("wJalrXUtnFEMI/K7MDENG\n")
+    secret.chmod(mode)
+    return load(
+        tmp_path,
+        f"BACKUP_TARGET={scheme}://store.example:9000/course-backups/term1/\n"
+        f"BACKUP_S3_KEY_ID=AKIA1234\nBACKUP_S3_SECRET_FILE={secret}\n",
+    )
+
+
+def test_an_s3_store_is_no_host_of_the_env_file(tmp_path: Path) -> None:
+    loaded = s3_env(tmp_path)
+    assert loaded.backup_target == "s3://store.example:9000/course-backups/term1"
+    assert loaded.backup_s3 and loaded.backup_host == ""
+    assert "store.example" not in loaded.hosts
+    assert backup.repository(loaded) == "s3:https://store.example:9000/course-backups/term1"
+    plain = s3_env(tmp_path, "s3+http")
+    assert backup.repository(plain) == "s3:http://store.example:9000/course-backups/term1"
+    vms = [vm.name for vm in plan_vms(load(tmp_path, "SSH_CONFIG=x\n"))]
+    assert vms == ["hub", "node-1", "node-2", "proxy"]
+
+
+def test_the_s3_key_goes_to_the_hub_0600_and_the_script_reads_it(tmp_path: Path) -> None:
+    loaded = s3_env(tmp_path)
+    secret = settings.read_s3_secret(loaded)
+    assert secret == "wJalrXUtnFEMI/K7MDENG"
+    text = backup.s3_credentials(loaded, secret)
+    assert "AWS_ACCESS_KEY_ID=AKIA1234\n" in text
+    assert "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG\n" in text
+    script = backup.render_script(loaded)
+    assert '. "$CONF/s3-credentials"' in script and "sftp.command" not in script
+    assert "s3-credentials" not in backup.render_script(load(tmp_path, TARGET))
+    hub = answering("hub", ("hub",), {}, {backup.S3_CREDENTIALS: "missing"})
+    items = declared(
+        backup.ensure_file(
+            view_of(hub), backup.S3_CREDENTIALS, text, mode="0600", describe="the S3 key"
+        )
+    )
+    assert items[0].files[0].mode == "0600" and secret not in items[0].message
+
+
+def test_an_s3_secret_others_may_read_is_refused(tmp_path: Path) -> None:
+    loaded = s3_env(tmp_path, mode=0o644)
+    with pytest.raises(SwarmhubError, match="may be read by others: chmod 600"):
+        settings.read_s3_secret(loaded)
 
 
 def test_the_script_talks_sftp_to_the_pinned_backup_host(tmp_path: Path) -> None:
