@@ -195,6 +195,11 @@ def ensure_extra_ca(vm: str, bundle: Path) -> bool:
 
 
 def _create_vm(settings: Settings, vm: VM, image: str, key: str, privileged: bool) -> str:
+    # A volume left by a VM removed without it (`docker rm -f`, a run killed meanwhile) would
+    # start the new VM's engine with the old one's containers: seen as a hub whose old
+    # container bind-mounted its config file before hub.deploy wrote it (Docker made a
+    # directory there). A new VM is a bare disk.
+    local.run(commands.remove_volume(settings.sandbox_name, vm.name), check=False)
     local.run(commands.label_volume(settings.sandbox_name, vm.name), what=f"volume of {vm.name}")
     proc = local.run(
         commands.run_vm(

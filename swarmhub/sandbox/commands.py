@@ -75,6 +75,12 @@ def run_vm(
     return argv
 
 
+def remove_volume(sandbox: str, vm: str) -> list[str]:
+    """Remove the VM's Docker volume, if any: a VM made anew gets a bare disk, not the engine
+    (images, containers, swarm state) of the VM of that name before it."""
+    return ["docker", "volume", "rm", "--force", docker_volume_name(sandbox, vm)]
+
+
 def label_volume(sandbox: str, vm: str) -> list[str]:
     """Create the VM's Docker volume up front, labelled so that sandbox.down finds it."""
     return [

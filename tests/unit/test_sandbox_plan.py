@@ -100,3 +100,14 @@ def test_ca_bundle_is_split_into_certificates() -> None:
     assert ca_digest(bundle) == ca_digest(bundle + "\n# trailing comment\n")
     with pytest.raises(ValueError):
         split_pem_bundle("not a certificate")
+
+
+def test_a_vm_made_anew_gets_a_bare_docker_volume() -> None:
+    name = commands.docker_volume_name("swarmhub-test", "t-hub")
+    assert commands.remove_volume("swarmhub-test", "t-hub") == [
+        "docker",
+        "volume",
+        "rm",
+        "--force",
+        name,
+    ]
