@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
 import json
 import os
 import time
@@ -278,6 +279,15 @@ def refusal(task_error: str) -> Refused | None:
     return None
 
 
+def is_address(value: str) -> bool:
+    """Whether value is an IP address (not a host or service name)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 class CourseSwarmSpawner(SwarmSpawner):
     """SwarmSpawner that starts servers in turns (SpawnQueue), tells a student at once when no
     node has room for their server instead of letting the spawn hang until it times out, and
@@ -328,7 +338,9 @@ class CourseSwarmSpawner(SwarmSpawner):
         # makes a new one (files kept), rather than a route to nothing.
         address = task_address(task, self.network_name)
         routed = getattr(self.server, "ip", "") if self.server is not None else ""
-        if address and routed and address != routed:
+        # Only an address can differ: a server that had no task address yet when it started
+        # is routed by its service name (get_ip_and_port's fallback), which is no move.
+        if address and is_address(routed) and address != routed:
             self.log.warning(
                 "server of %s moved to %s (routed to %s)", self.user.name, address, routed
             )

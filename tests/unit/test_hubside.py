@@ -343,3 +343,6 @@ def test_a_server_the_swarm_moved_is_stopped_not_routed_to_nothing(
     assert asyncio.run(spawner.poll()) == "moved: now at 10.250.8.9, routed to 10.250.8.5"
     spawner.server = SimpleNamespace(ip="10.250.8.9")
     assert asyncio.run(spawner.poll()) is None
+    # Routed by its service name (no task address yet when it started): not a move.
+    spawner.server = SimpleNamespace(ip="jupyter-bob")
+    assert asyncio.run(spawner.poll()) is None
