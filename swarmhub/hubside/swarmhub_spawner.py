@@ -86,6 +86,9 @@ NODES_CHECK_SECONDS = 30  # how often a start may ask the swarm for its nodes
 # How old the swarm's list of node states may be when a poll reads it: one `docker node ls`
 # for all the servers polled in that time, not one a server.
 NODE_STATES_SECONDS = 2.0
+# How old the swarm's nodes and reservations may be when a start asks whether the cluster
+# has room for it: one `docker node ls` and `docker service ps` for every start in that time.
+ROOM_SECONDS = 2.0
 # A swarm task on its way to running: start_object looks again a second later.
 STARTING_STATES = frozenset(
     {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
@@ -207,6 +210,124 @@ class NodeStates:
         return self.states.get(node_id)
 
 
+def free_reservations(
+    nodes: list[dict[str, Any]], tasks: list[dict[str, Any]], skip_services: set[str]
+) -> dict[str, tuple[int, int]]:
+    """(memory bytes, nano CPUs) each node taking servers has left to reserve: its resources
+    minus the reservations of the tasks the swarm keeps on it (desired state running), as
+    the swarm's scheduler counts them. Tasks of skip_services are left out: their starts are
+    counted by their claim instead, once, whether their service exists yet or not."""
+    free: dict[str, tuple[int, int]] = {}
+    for node in nodes:
+        if node.get("Spec", {}).get("Availability") != "active":
+            continue
+        if node.get("Status", {}).get("State") != "ready":
+            continue
+        resources = node.get("Description", {}).get("Resources", {})
+        free[node["ID"]] = (resources.get("MemoryBytes", 0), resources.get("NanoCPUs", 0))
+    for task in tasks:
+        node_id = task.get("NodeID", "")
+        if node_id not in free or task.get("ServiceID") in skip_services:
+            continue
+        reserved = task.get("Spec", {}).get("Resources", {}).get("Reservations", {})
+        memory, cpus = free[node_id]
+        free[node_id] = (
+            memory - reserved.get("MemoryBytes", 0),
+            cpus - reserved.get("NanoCPUs", 0),
+        )
+    return free
+
+
+def room_left(
+    free: dict[str, tuple[int, int]], ahead: list[tuple[int, int]], wanted: tuple[int, int]
+) -> bool:
+    """Whether a server reserving ``wanted`` still fits once the starts ``ahead`` of it
+    (queued or starting, in order) have theirs: each goes to the node with the most memory
+    left that fits it (one that fits nowhere will be refused, and takes nothing). With one
+    size of server, as most courses have, this is exactly what fits; with several profiles
+    it is close, and the swarm stays the judge of a start that is let through."""
+    left = dict(free)
+
+    def fitting(need: tuple[int, int]) -> list[str]:
+        return [
+            node
+            for node, (memory, cpus) in left.items()
+            if memory >= need[0] and (not need[1] or cpus >= need[1])
+        ]
+
+    for need in ahead:
+        nodes = fitting(need)
+        if nodes:
+            node = max(nodes, key=lambda name: left[name][0])
+            left[node] = (left[node][0] - need[0], left[node][1] - need[1])
+    return bool(fitting(wanted))
+
+
+class Room:
+    """Whether the cluster has room for one more server, asked before a start takes its place
+    in line: a student the cluster cannot take is told at once, not after waiting their turn
+    (seen on 2026-12-01, 56 servers running: 30 s in line, then "cluster full"). Shared by
+    every spawner (a class attribute), like the queue."""
+
+    def __init__(self) -> None:
+        self.read_at = float("-inf")
+        self.nodes: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.lock = asyncio.Lock()
+        # The starts under way, in order of arrival: user name -> (reservation, service id
+        # once made); a start is claimed from before its turn in line until it ran or failed.
+        self.claims: dict[str, tuple[tuple[int, int], str]] = {}
+
+    async def read(self, spawner: SwarmSpawner) -> None:
+        """The swarm's nodes and running tasks, at most ROOM_SECONDS old."""
+        async with self.lock:
+            now = asyncio.get_running_loop().time()
+            if now - self.read_at < ROOM_SECONDS:
+                return
+            self.nodes = await spawner.docker("nodes", filters={"role": "worker"})
+            self.tasks = await spawner.docker("tasks", filters={"desired-state": "running"})
+            self.read_at = now
+
+    async def claim(self, spawner: SwarmSpawner, wanted: tuple[int, int]) -> str:
+        """Claim room for a server reserving ``wanted``, and return empty, when it fits (or
+        the swarm did not answer: then the start goes on, and the swarm decides); else why
+        not, for the log. The fit is decided and claimed with no wait in between, so that
+        students arriving together are counted one after the other."""
+        try:
+            await self.read(spawner)
+        except Exception as error:
+            spawner.log.warning("room: could not read the swarm's nodes and tasks: %s", error)
+        why = self.why_not(spawner, wanted) if any(wanted) else ""
+        if not why:
+            self.claims[spawner.user.name] = (wanted, "")
+        return why
+
+    def why_not(self, spawner: SwarmSpawner, wanted: tuple[int, int]) -> str:
+        """Why a server reserving ``wanted`` does not fit on the nodes last read, once the
+        starts claimed before it have theirs; empty if it fits."""
+        claims = [claim for name, claim in self.claims.items() if name != spawner.user.name]
+        free = free_reservations(self.nodes, self.tasks, {sid for _, sid in claims if sid})
+        if not free:
+            return ""  # no node takes servers: the swarm's own refusal says so
+        ahead = [need for need, _ in claims]
+        if room_left(free, ahead, wanted):
+            return ""
+        most = max(memory for memory, _ in free.values()) // 2**20
+        return (
+            f"no node has room for a reservation of {wanted[0] // 2**20} MiB: at most "
+            f"{most} MiB left on a node, {len(ahead)} start(s) ahead in line"
+        )
+
+    def made(self, spawner: SwarmSpawner, service_id: str) -> None:
+        """The claimed start's service exists: its task is counted by its claim, not twice."""
+        if spawner.user.name in self.claims:
+            self.claims[spawner.user.name] = (self.claims[spawner.user.name][0], service_id)
+
+    def release(self, spawner: SwarmSpawner) -> None:
+        """The start ran (its task now counts) or failed (it takes nothing)."""
+        self.claims.pop(spawner.user.name, None)
+
+
 def task_address(task: dict[str, Any] | None, network: str) -> str:
     """The task's address on ``network`` ('' when it has none yet)."""
     for attachment in (task or {}).get("NetworksAttachments") or []:
@@ -298,6 +419,7 @@ class CourseSwarmSpawner(SwarmSpawner):
     # jupyterhub_config.py, not a trait (traitlets gives each spawner a deep copy of c.* values).
     spawn_queue: ClassVar[SpawnQueue] = SpawnQueue.for_concurrency(0)
     node_states: ClassVar[NodeStates] = NodeStates()
+    room: ClassVar[Room] = Room()
     # The profiles (profiles.json, or one made of hub.env's values): set by the config, like
     # the queue, one list for the whole hub.
     profiles: ClassVar[list[dict[str, Any]]] = []
@@ -429,17 +551,24 @@ class CourseSwarmSpawner(SwarmSpawner):
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
         self.apply_profile()  # first: a refused profile takes no turn and starts nothing
-        await self.spawn_queue.follow_nodes(self)
-        await self.spawn_queue.take_turn(on_wait=self._queued)
-        self.queue_ticket = None
+        wanted = (int(self.mem_guarantee or 0), int((self.cpu_guarantee or 0) * 1e9))
+        no_room = await self.room.claim(self, wanted)
+        if no_room:
+            raise ClusterFull(no_room)  # at once: not after a turn in line
         try:
-            self.phase = "creating"
-            ip, port = await super().start()
-            self.phase = "booting"
-            await self.wait_for_http(f"http://{ip}:{port}{self.server.base_url}api")
-            return ip, port
+            await self.spawn_queue.follow_nodes(self)
+            await self.spawn_queue.take_turn(on_wait=self._queued)
+            self.queue_ticket = None
+            try:
+                self.phase = "creating"
+                ip, port = await super().start()
+                self.phase = "booting"
+                await self.wait_for_http(f"http://{ip}:{port}{self.server.base_url}api")
+                return ip, port
+            finally:
+                self.spawn_queue.end_turn()
         finally:
-            self.spawn_queue.end_turn()
+            self.room.release(self)
 
     def _queued(self, ticket: asyncio.Future[None]) -> None:
         self.queue_ticket = ticket
@@ -447,6 +576,7 @@ class CourseSwarmSpawner(SwarmSpawner):
 
     async def start_object(self) -> None:
         """Wait for the service's task to run, checking every second."""
+        self.room.made(self, self.object_id or "")
         for _ in range(int(self.start_timeout)):
             task = await self.get_task()
             status = (task or {}).get("Status", {})

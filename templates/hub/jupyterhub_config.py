@@ -108,6 +108,10 @@ c.JupyterHub.load_groups = {
 }
 # --- end of profiles ---
 c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
+# No cap on spawns pending at once: JupyterHub's default of 100 answers the 101st student of
+# a class start with a 429, although the spawner's queue (SpawnQueue) would serve them in
+# turn, and a student the cluster has no room for is refused at once (Room), not queued.
+c.JupyterHub.concurrent_spawn_limit = 0
 # A spawn not done in 3 s shows the progress page (the place in line) instead of a
 # browser tab that seems to hang for JupyterHub's default 10 s.
 c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}

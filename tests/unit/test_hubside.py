@@ -136,6 +136,7 @@ def test_the_config_sets_up_the_real_spawner(
     assert spawner.cpu_limit == 1.5
     assert spawner.start_timeout == spawner.http_timeout == 300
     assert spawner.extra_placement_spec == {"constraints": ["node.role == worker"]}
+    assert config.JupyterHub.concurrent_spawn_limit == 0  # the queue serves a class start
 
 
 def test_the_hubs_http_client_asks_the_system_resolver_each_time(
