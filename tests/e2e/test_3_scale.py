@@ -159,7 +159,9 @@ def test_a_full_cluster_says_so_within_ten_seconds(cluster: Path, tmp_path: Path
     try:
         with ThreadPoolExecutor(max_workers=len(students)) as pool:
             answers = list(pool.map(arrive, students))
-        refused = [(one, why, took) for one, (why, took) in zip(students, answers) if why]
+        refused = [
+            (one, why, took) for one, (why, took) in zip(students, answers, strict=True) if why
+        ]
         assert len(refused) == 2, answers
         for one, why, took in refused:
             assert "spawn refused" in why and took < 10, (one.name, why, took)
