@@ -449,6 +449,12 @@ SCHEMA: dict[str, Key] = {
     "METRICS_RETENTION": Key(_duration, "16w", "how long Prometheus keeps its series: a term"),
     "ALERT_DISK_PERCENT": Key(_percent, "90", "a disk fuller than this (percent) is alerted"),
     "ALERT_CERT_DAYS": Key(_positive_int, "14", "days before its end a certificate is alerted"),
+    "ALERT_START_SECONDS": Key(
+        _positive_int, "120", "server starts slower than this (p95, the wait in line apart)"
+    ),
+    "ALERT_WAIT_SECONDS": Key(
+        _positive_int, "600", "students waiting in line longer than this (p95) are alerted"
+    ),
     # Home directories: on a storage host, mounted wherever a user's server runs
     "HOMES_BACKEND": Key(_choice("nfs", "sshfs"), "nfs", "how nodes mount the homes: nfs, sshfs"),
     "STORAGE_HOST": Key(_optional_hostname, "", "the host keeping the homes; empty: the hub"),

@@ -3,13 +3,15 @@
 Copied to the hub by hub.deploy (from swarmhub/hubside/ in the swarmhub repository) beside
 jupyterhub_config.py, which imports it; a change to this file restarts the hub, it does not
 rebuild the hub's image. It runs in the hub image, where swarmhub is not installed: import
-only the standard library, jupyterhub, dockerspawner and tornado here. What the hub is set to
+only the standard library, jupyterhub, dockerspawner, tornado and prometheus_client (a
+jupyterhub dependency) here. What the hub is set to
 (the env's values, `c.X = Y`) stays in jupyterhub_config.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import ipaddress
 import json
@@ -21,6 +23,7 @@ from typing import Any, ClassVar
 
 from dockerspawner import SwarmSpawner
 from jupyterhub.spawner import Spawner
+from prometheus_client import REGISTRY, Gauge, Histogram
 from tornado.httpclient import AsyncHTTPClient
 
 try:
@@ -89,6 +92,39 @@ NODE_STATES_SECONDS = 2.0
 # How old the swarm's nodes and reservations may be when a start asks whether the cluster
 # has room for it: one `docker node ls` and `docker service ps` for every start in that time.
 ROOM_SECONDS = 2.0
+# Where a start's time goes, on the hub's /hub/metrics beside JupyterHub's own: the wait in
+# line apart from the start itself (JupyterHub's spawn histogram holds both), so that an
+# alert on slow starts does not fire at every class start, when students wait their turn.
+SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 180, 300, 600)
+
+
+def registered(metric: Any) -> Any:
+    """The metric, in the registry JupyterHub's /hub/metrics serves (once: a second import of
+    this module, as the unit tests make, keeps the first one's)."""
+    with contextlib.suppress(ValueError):
+        REGISTRY.register(metric)
+    return metric
+
+
+QUEUE_WAIT = registered(
+    Histogram(
+        "swarmhub_spawn_queue_wait_seconds",
+        "Time a server start waited in line for its turn (0 when it did not queue)",
+        buckets=SECONDS_BUCKETS,
+        registry=None,
+    )
+)
+START_DURATION = registered(
+    Histogram(
+        "swarmhub_server_start_seconds",
+        "Time from a start's turn to its server answering HTTP (the wait in line apart)",
+        buckets=SECONDS_BUCKETS,
+        registry=None,
+    )
+)
+QUEUE_WAITING = registered(
+    Gauge("swarmhub_spawn_queue_waiting", "Server starts waiting in line now", registry=None)
+)
 # A swarm task on its way to running: start_object looks again a second later.
 STARTING_STATES = frozenset(
     {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
@@ -557,13 +593,17 @@ class CourseSwarmSpawner(SwarmSpawner):
             raise ClusterFull(no_room)  # at once: not after a turn in line
         try:
             await self.spawn_queue.follow_nodes(self)
+            asked = time.monotonic()
             await self.spawn_queue.take_turn(on_wait=self._queued)
+            turn = time.monotonic()
+            QUEUE_WAIT.observe(turn - asked)
             self.queue_ticket = None
             try:
                 self.phase = "creating"
                 ip, port = await super().start()
                 self.phase = "booting"
                 await self.wait_for_http(f"http://{ip}:{port}{self.server.base_url}api")
+                START_DURATION.observe(time.monotonic() - turn)
                 return ip, port
             finally:
                 self.spawn_queue.end_turn()
@@ -631,6 +671,10 @@ class CourseSwarmSpawner(SwarmSpawner):
                 shown = event
             await asyncio.sleep(1)
         yield {"progress": 80, "message": "Your server is booting"}
+
+
+# Read at each scrape: the line of the hub's spawner class (set by jupyterhub_config.py).
+QUEUE_WAITING.set_function(lambda: len(CourseSwarmSpawner.spawn_queue.waiting))
 
 
 def home_maker(homes_dir: str, uid: int, gid: int) -> Callable[[Spawner], None]:

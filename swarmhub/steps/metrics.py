@@ -273,6 +273,66 @@ def alert(name: str, expr: str, duration: str, summary: str, command: str, **lab
 NOT_DISKS = "tmpfs|ramfs|devtmpfs|overlay|squashfs|nsfs|autofs|fuse.*|nfs.*"
 
 
+# Server starts that failed (errors, not refusals) in 10 minutes before StartsFailing fires:
+# one may be a student's own doing (a broken file in their home); three are the cluster's.
+START_ERRORS = 3
+SPAWNS = "jupyterhub_server_spawn_duration_seconds_count"
+# The refusals swarmhub makes on purpose (swarmhub_spawner.py's SpawnExceptions): the
+# cluster has no room, or no node takes servers.
+REFUSALS = "cluster_full|no_node"
+
+
+def p95(histogram: str) -> str:
+    """The 95th percentile of a histogram over the last 5 minutes, NaN without samples."""
+    return f"histogram_quantile(0.95, sum by (le) (rate({histogram}_bucket[5m])))"
+
+
+def start_alerts(settings: Settings) -> list[dict]:
+    """Server starts failing, refused, slow, or students waiting long in line. JupyterHub 6
+    labels a refusal `status="failure"` with its reason and a failure `status="error"`;
+    JupyterHub 5 called both `failure`: there, refusals are not told apart."""
+    errors = 'status="error"' if settings.jupyterhub_series != "5.5" else 'status="failure"'
+    rules = [
+        alert(
+            "StartsFailing",
+            f"sum(increase({SPAWNS}{{{errors}}}[10m])) >= {START_ERRORS}",
+            "0s",
+            '{{ $value | printf "%.0f" }} server starts failed in 10 minutes (errors: '
+            "refusals such as a full cluster are counted apart)",
+            "invoke logs hub",
+        ),
+        alert(
+            "StartsSlow",
+            f"{p95('swarmhub_server_start_seconds')} > {settings.alert_start_seconds}",
+            "5m",
+            '95% of server starts took up to {{ $value | printf "%.0f" }} s, their wait in '
+            f"line apart (over {settings.alert_start_seconds} s: ALERT_START_SECONDS)",
+            "invoke status (then: invoke logs hub)",
+        ),
+        alert(
+            "StudentsWaitLong",
+            f"{p95('swarmhub_spawn_queue_wait_seconds')} > {settings.alert_wait_seconds}",
+            "5m",
+            'students waited up to {{ $value | printf "%.0f" }} s in line for a server (over '
+            f"{settings.alert_wait_seconds} s: ALERT_WAIT_SECONDS): more nodes, or stagger",
+            "invoke status (then: invoke plan)",
+        ),
+    ]
+    if settings.jupyterhub_series != "5.5":
+        rules.append(
+            alert(
+                "StudentsRefused",
+                f'sum by (reason) (increase({SPAWNS}{{status="failure",reason=~"{REFUSALS}"}}'
+                "[10m])) > 0",
+                "0s",
+                "students were refused a server in the last 10 minutes: {{ $labels.reason }} "
+                "(the cluster has no room, or no node takes servers)",
+                "invoke status (then: invoke plan, or invoke nodes.add)",
+            )
+        )
+    return rules
+
+
 def alert_rules(settings: Settings, backup_period: int) -> dict[str, Any]:
     """The alert rules; ``backup_period`` is BACKUP_SCHEDULE's period in seconds."""
     percent = settings.alert_disk_percent
@@ -327,6 +387,7 @@ def alert_rules(settings: Settings, backup_period: int) -> dict[str, Any]:
             "invoke logs user:{{ $labels.user }}",
             notified_by="swarmhub-agent",
         ),
+        *start_alerts(settings),
         alert(
             "CertificateExpiresSoon",
             f'probe_ssl_earliest_cert_expiry{{job="proxy"}} - time() < {cert_seconds}',

@@ -104,6 +104,10 @@ def test_prometheus_counts_the_running_servers(cluster: Path) -> None:
             list(pool.map(lambda each: each.start_server(), students))
         # the start-duration histogram counted every start
         wait_for_value(cluster, SPAWNS, before + len(USERS), timeout=60)
+        # ... and so did the spawner's own: the wait in line apart from the start itself
+        for histogram in ("swarmhub_spawn_queue_wait_seconds", "swarmhub_server_start_seconds"):
+            wait_for_value(cluster, f"{histogram}_count", len(USERS), timeout=60)
+        assert query(cluster, "swarmhub_spawn_queue_waiting")
         wait_for_value(
             cluster, "max_over_time(jupyterhub_running_servers[2m])", len(USERS), timeout=60
         )

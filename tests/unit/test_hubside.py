@@ -30,7 +30,7 @@ from swarmhub.steps import hub, images
 
 # What the hub image has besides the standard library (images/hub/requirements.txt) that the
 # module may use.
-HUB_IMAGE_PACKAGES = {"dockerspawner", "jupyterhub", "tornado"}
+HUB_IMAGE_PACKAGES = {"dockerspawner", "jupyterhub", "prometheus_client", "tornado"}
 # ... and what it imports where the series has it (in `try: ... except ImportError`): JupyterHub
 # 6's HTTP client, aiohttp.
 SERIES_PACKAGES = {"aiohttp"}

@@ -89,6 +89,30 @@ def test_every_alert_names_its_first_command(tmp_path: Path) -> None:
     assert disk["expr"].endswith("> 90")
 
 
+def test_starts_failing_refused_slow_or_waiting_are_alerted_apart(tmp_path: Path) -> None:
+    rules = {
+        r["alert"]: r for r in metrics.alert_rules(load(tmp_path), 86400)["groups"][0]["rules"]
+    }
+    # JupyterHub 6: errors are status="error"; refusals (a full cluster) "failure" with a reason.
+    assert 'status="error"' in rules["StartsFailing"]["expr"]
+    assert rules["StartsFailing"]["expr"].endswith(">= 3")
+    assert 'reason=~"cluster_full|no_node"' in rules["StudentsRefused"]["expr"]
+    # The start itself and the wait in line, each with its own threshold.
+    assert "swarmhub_server_start_seconds_bucket" in rules["StartsSlow"]["expr"]
+    assert rules["StartsSlow"]["expr"].endswith("> 120")
+    assert "swarmhub_spawn_queue_wait_seconds_bucket" in rules["StudentsWaitLong"]["expr"]
+    assert rules["StudentsWaitLong"]["expr"].endswith("> 600")
+    assert rules["StartsSlow"]["for"] == rules["StudentsWaitLong"]["for"] == "5m"
+
+
+def test_on_jupyterhub_5_failed_starts_include_refusals(tmp_path: Path) -> None:
+    env = load(tmp_path, "JUPYTERHUB_SERIES=5.5\nALERT_WAIT_SECONDS=300\n")
+    rules = {r["alert"]: r for r in metrics.alert_rules(env, 86400)["groups"][0]["rules"]}
+    assert 'status="failure"' in rules["StartsFailing"]["expr"]
+    assert "StudentsRefused" not in rules  # JupyterHub 5 does not tell them apart
+    assert rules["StudentsWaitLong"]["expr"].endswith("> 300")
+
+
 def test_alertmanager_without_a_webhook_sends_nowhere(tmp_path: Path) -> None:
     config = metrics.alertmanager_config(load(tmp_path))
     assert config["route"]["receiver"] == "none"
