@@ -15,7 +15,7 @@ from swarmhub.errors import SwarmhubError
 from swarmhub.observe import commands, parse
 from swarmhub.observe.remote import open_host
 from swarmhub.settings import Settings
-from swarmhub.steps.metrics import NOT_DISKS
+from swarmhub.steps.metrics import NOT_DISKS, REFUSALS
 
 COMMAND_TIMEOUT = 30
 
@@ -53,6 +53,7 @@ def count(expr: str) -> str:
 
 SPAWNS = "jupyterhub_server_spawn_duration_seconds"
 OOM_KILLS = "swarmhub_server_oom_kills_total"
+QUEUE_WAIT = "swarmhub_spawn_queue_wait_seconds"
 FIGURES: tuple[Figure, ...] = (
     Figure(
         "running servers",
@@ -75,6 +76,23 @@ FIGURES: tuple[Figure, ...] = (
         "failed starts",
         count(f'sum(increase({SPAWNS}_count{{status!="success"}}[5m]))'),
         count(f'sum(increase({SPAWNS}_count{{status!="success"}}[1h]))'),
+    ),
+    Figure(
+        "of which refused",
+        count(f'sum(increase({SPAWNS}_count{{status="failure",reason=~"{REFUSALS}"}}[5m]))'),
+        count(f'sum(increase({SPAWNS}_count{{status="failure",reason=~"{REFUSALS}"}}[1h]))'),
+    ),
+    Figure(
+        "students in line",
+        "sum(swarmhub_spawn_queue_waiting)",
+        over_hour("sum(swarmhub_spawn_queue_waiting)"),
+        highest=True,
+    ),
+    Figure(
+        "wait in line p95",
+        f"histogram_quantile(0.95, sum by (le) (rate({QUEUE_WAIT}_bucket[5m])))",
+        f"histogram_quantile(0.95, sum by (le) (rate({QUEUE_WAIT}_bucket[1h])))",
+        " s",
     ),
     Figure(
         "start time p95",
