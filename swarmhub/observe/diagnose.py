@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from swarmhub import mask
-from swarmhub.observe import commands, report, status
+from swarmhub.observe import commands, figures, report, status
 from swarmhub.observe.remote import in_parallel, reach
 from swarmhub.observe.sources import HOST_SERVICES, log_sources
 from swarmhub.runbook.host import Host
@@ -186,6 +186,17 @@ def write_archive(path: Path, top: str, files: dict[str, str]) -> None:
             archive.addfile(info, io.BytesIO(data))
 
 
+def key_figures(settings: Settings) -> str:
+    """What `invoke metrics` shows (the key figures now and over the last hour, the alerts
+    firing), or why it cannot be had: the archive is made all the same."""
+    if settings.metrics != "on":
+        return "METRICS=off in the env file: no Prometheus to ask\n"
+    try:
+        return figures.render(figures.gather(settings), list(settings.hosts)) + "\n"
+    except Exception as error:  # Prometheus down is one more thing the archive tells
+        return f"Prometheus on {settings.hub_host} did not answer: {error}\n"
+
+
 def make_archive(settings: Settings, output: Path | None) -> tuple[Path, report.Report]:
     """Gather everything and write the archive; its path and the cluster's status."""
     check_local_files(settings)
@@ -208,6 +219,7 @@ def make_archive(settings: Settings, output: Path | None) -> tuple[Path, report.
         ),
         "status.json": report.to_json(state) + "\n",
         "status.txt": report.render_text(state) + "\n",
+        "metrics.txt": key_figures(settings),
     }
     for name in settings.hosts:
         if name in reached.errors:

@@ -188,6 +188,9 @@ def test_diagnose_covers_every_host_and_holds_no_secret(cluster: Path, tmp_path:
     for host in VMS:
         assert any(name.startswith(f"report/hosts/{host}/") for name in names), host
     assert "report/hosts/t-hub/logs/jupyterhub.log" in names
+    # the last hour's key figures (invoke metrics) and the alert rules
+    assert "running servers" in texts["report/metrics.txt"], texts["report/metrics.txt"]
+    assert "report/hosts/t-hub/config/etc/prometheus/swarmhub-rules.yml" in names
     assert "report/hosts/t-proxy/config/etc/nginx/sites-available/swarmhub" in names
     assert not [name for name in names if "/secrets/" in name]
     for name, value in secrets.items():

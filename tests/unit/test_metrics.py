@@ -310,3 +310,20 @@ def test_the_report_lists_the_servers_using_the_most_memory() -> None:
     assert lines[at + 2].split() == ["ann", "n1", "100MB", "-"]
     found.values["top_memory"] = []
     assert "servers: none running" in figures.render(found, [])
+
+
+def test_diagnose_keeps_the_key_figures_or_says_why_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from swarmhub.observe import diagnose
+
+    assert diagnose.key_figures(load(tmp_path, "METRICS=off\n")).startswith("METRICS=off")
+
+    def unreachable(settings: settings.Settings) -> figures.Metrics:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(figures, "gather", unreachable)
+    said = diagnose.key_figures(load(tmp_path))
+    assert "did not answer: connection refused" in said
+    monkeypatch.setattr(figures, "gather", lambda settings: figures.parse_answers(answers([])))
+    assert "running servers" in diagnose.key_figures(load(tmp_path))
