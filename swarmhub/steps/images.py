@@ -822,19 +822,26 @@ def prune(ctx: StepContext, host: HostView) -> Steps:
     then = []
     if "hub" in host.roles:
         user = own[0]
-        in_registry = {
-            course: [t for t in registry_course_tags(settings, host) if t not in kept_course],
-            user: [t for t in registry_tags(settings, host, user) if f"{user}:{t}" not in kept_own],
+        kept_in_registry = {
+            course: kept_course,
+            user: {ref.rsplit(":", 1)[1] for ref in kept_own if ref.startswith(f"{user}:")},
         }
         deleted = []
-        for repository, tags in in_registry.items():
+        for repository, kept_tags in kept_in_registry.items():
+            listed = registry_tags(settings, host, repository)
+            tags = [tag for tag in listed if tag not in kept_tags]
+            if not tags:
+                continue
             manifests = registry_manifests(settings, host, tags, repository)
+            # A delete names a manifest and takes every tag on it: none a kept tag is on.
+            kept = [tag for tag in listed if tag in kept_tags]
+            shared = set(registry_manifests(settings, host, kept, repository).values())
             base = (
                 f"http://127.0.0.1:{settings.registry_port}/v2/{registry_path(repository)}"
                 "/manifests"
             )
             for tag in tags:
-                if tag in manifests:
+                if tag in manifests and manifests[tag] not in shared:
                     commands.append(f"curl -fsS -X DELETE {base}/{manifests[tag]}")
                     deleted.append(f"{repository.rsplit('/', 1)[-1]}:{tag}")
         if deleted:

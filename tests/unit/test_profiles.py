@@ -518,6 +518,8 @@ def prune_answers(loaded: settings.Settings, current: str) -> dict[str, str]:
         "swarmhub/chp 2>": "",
         "swarmhub/user/tags/list": f'{{"tags":["{user.rsplit(":", 1)[1]}"]}}',
         "manifests/00000000000b": f"sha256:{'2' * 64}\n",
+        "manifests/00000000000c": f"sha256:{'5' * 64}\n",
+        f"manifests/{current}": f"sha256:{'6' * 64}\n",
     }
 
 
@@ -589,6 +591,9 @@ def test_prune_removes_our_old_user_and_hub_images_but_not_those_in_use(tmp_path
                 {"tags": ["0000000000d0", "0000000000d1", user_ref[-12:], old_user[-12:]]}
             ),
             "manifests/0000000000d0": f"sha256:{'4' * 64}\n",
+            "manifests/0000000000d1": f"sha256:{'7' * 64}\n",
+            f"manifests/{user_ref[-12:]}": f"sha256:{'8' * 64}\n",
+            f"manifests/{old_user[-12:]}": f"sha256:{'9' * 64}\n",
         }
     )
     answers[f"{images.course_repository(loaded)} 2>"] = f"{current}\n"
@@ -610,6 +615,12 @@ def test_prune_removes_our_old_user_and_hub_images_but_not_those_in_use(tmp_path
     assert "user tags 0000000000d0; hub tags 0000000000e0; chp tags 0000000000f0" in (
         on_hub.message
     )
+    # An old tag on the same manifest as a kept one: a delete would take both, it is kept
+    # in the registry (the hub and the nodes untag it all the same).
+    answers["manifests/0000000000d0"] = f"sha256:{'8' * 64}\n"
+    view, ctx = prune_context(loaded, answers)
+    (on_hub,) = declared(images.prune(ctx, view("hub")))
+    assert [c for c in on_hub.commands if "DELETE" in c or "garbage" in c] == []
 
 
 def test_prune_leaves_published_images_alone(tmp_path: Path) -> None:
