@@ -882,5 +882,5 @@ PRUNE = Step(
     roles=frozenset({"hub", "node"}),
     apply=prune,
     parallel=True,
-    summary="old course image tags removed from the nodes, the hub and its registry",
+    summary="old image tags removed from the nodes, the hub and its registry",
 )
