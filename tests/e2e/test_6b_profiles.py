@@ -14,7 +14,7 @@ tag pruned from the nodes, the hub and the registry.
 On the suite's sandbox (tests/e2e/sandbox.env), with an env file of its own made from it
 (env_with: PROFILES_FILE on a copy of tests/e2e/profiles/, no culling meanwhile); at its end
 the sandbox is as the suite's env file deploys it again (its hub.deploy: one profile, no
-form, no profiles' group left; images.prune: no course image left). About 5 minutes on a
+form, no profiles' group left; images.prune: no course image left). About 11 minutes on a
 deployed sandbox.
 """
 
