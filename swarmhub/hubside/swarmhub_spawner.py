@@ -584,9 +584,46 @@ class CourseSwarmSpawner(SwarmSpawner):
         self.log.info("%s starts profile %s (%s)", self._log_name, profile["name"], self.image)
         return profile
 
+    async def pin_image(self) -> str:
+        """Name this start's image by its digest too (`repo:tag@sha256:...`), as `docker
+        service create` does, so that the node starts the copy it holds without asking the
+        registry: Docker's swarm executor skips the pull of an image named by digest that is
+        present (images.pull put every offered one on every node before the hub offered it).
+        Named by tag alone, every start asks the registry (a `pull` event on the node).
+
+        The digest is the manager's (the hub's Docker pushed our images to the registry, or
+        pulled a published one): its only RepoDigest of that repository, else the registry's
+        answer through the manager (Docker's distribution endpoint, which `docker service
+        create` asks); neither: the tag as it is, and the node asks the registry."""
+        image = self.image
+        if "@" in image:
+            return image
+        last = image.rsplit("/", 1)[-1]
+        repository = image.rsplit(":", 1)[0] if ":" in last else image
+        try:
+            info = await self.docker("inspect_image", image)
+        except Exception:  # not on the hub: the node pulls it by tag, as before
+            info = {}
+        digests = {
+            named.split("@", 1)[1]
+            for named in info.get("RepoDigests") or []
+            if named.split("@", 1)[0] == repository
+        }
+        if len(digests) != 1:
+            try:
+                found = await self.docker("inspect_distribution", image)
+                digests = {found["Descriptor"]["digest"]}
+            except Exception as error:
+                self.log.warning("%s: no digest for %s: %s", self._log_name, image, error)
+                return image
+        pinned = f"{image}@{digests.pop()}"
+        self.image = pinned
+        return pinned
+
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
         self.apply_profile()  # first: a refused profile takes no turn and starts nothing
+        await self.pin_image()
         wanted = (int(self.mem_guarantee or 0), int((self.cpu_guarantee or 0) * 1e9))
         no_room = await self.room.claim(self, wanted)
         if no_room:

@@ -6,6 +6,7 @@ With IMAGE_SOURCE=pull, published images are pulled instead."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shlex
 from pathlib import Path
@@ -119,9 +120,10 @@ def build_digest(settings: Settings, files: dict[str, bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-def image_tag(settings: Settings, name: str) -> str:
-    """A tag that changes when anything the image is built from changes."""
-    return build_digest(settings, context_files(name, settings.jupyterhub_series))
+def image_tag(settings: Settings, name: str, series: str | None = None) -> str:
+    """A tag that changes when anything the image is built from changes (of the env file's
+    JupyterHub series, or of ``series``)."""
+    return build_digest(settings, context_files(name, series or settings.jupyterhub_series))
 
 
 def image_ref(settings: Settings, name: str) -> str:
@@ -140,9 +142,16 @@ def chp_ref(settings: Settings) -> str:
     """
     if settings.image_source == "pull":
         return settings.hub_image
-    hub_files = context_files("hub", settings.jupyterhub_series)
-    chp_files = {n: c for n, c in hub_files.items() if n.startswith("chp/")}
-    return f"{registry_address(settings)}/swarmhub/chp:{build_digest(settings, chp_files)}"
+    return f"{chp_repository(settings)}:{chp_tag(settings, settings.jupyterhub_series)}"
+
+
+def chp_repository(settings: Settings) -> str:
+    return f"{registry_address(settings)}/swarmhub/chp"
+
+
+def chp_tag(settings: Settings, series: str) -> str:
+    hub_files = context_files("hub", series)
+    return build_digest(settings, {n: c for n, c in hub_files.items() if n.startswith("chp/")})
 
 
 # --- course packages: a thin layer on the user image, one content-addressed tag each ---
@@ -469,6 +478,13 @@ def pull(ctx: StepContext, node: HostView) -> Steps:
         # image only once every node has it (hub.deploy checks).
         for ref in offered_refs(settings)[1:]:
             refs[f"offered {ref.rsplit('/', 1)[-1]}"] = ref
+        # And every course tag pruning keeps (the last IMAGE_KEEP offered, the rollback's
+        # target, those in use) that the registry holds: a rollback, or a pin of a kept tag,
+        # then starts servers with no pull, also on a node added since.
+        for tag in sorted(kept_course_tags_served(ctx)):
+            ref = f"{course_repository(settings)}:{tag}"
+            if ref not in refs.values():
+                refs[f"kept {ref.rsplit('/', 1)[-1]}"] = ref
     for name, ref in refs.items():
         if image_present(node, ref):
             yield Ok(f"{name} image {ref}")
@@ -584,8 +600,40 @@ def tags_to_keep(
     return kept
 
 
+def has_course_layers(settings: Settings) -> bool:
+    """Some profile has packages of its own (a course layer on our user image)."""
+    return settings.image_source == "build" and any(
+        p.has_packages for p in settings.profile_set().profiles
+    )
+
+
+def kept_course_tags_served(ctx: StepContext) -> set[str]:
+    """The kept course tags (kept_course_tags) the hub's registry holds: what every node
+    holds (images.pull). Nothing, without a profile with packages."""
+    settings = ctx.settings
+    if not has_course_layers(settings):
+        return set()
+    kept = kept_course_tags(ctx)
+    hub = ctx.view(settings.hub_host)
+    served = ctx.remember("course_tags_served", lambda: registry_course_tags(settings, hub))
+    return kept & set(served)
+
+
+def service_images(ctx: StepContext) -> list[str]:
+    """The image (without its digest) of every swarm service: a running server's, or one
+    starting now. Read on the hub once a run."""
+    hub = ctx.view(ctx.settings.hub_host)
+
+    def compute() -> list[str]:
+        listed = hub.probe("docker service ls --format '{{.Image}}'").stdout.split()
+        return [image.split("@", 1)[0] for image in listed]
+
+    return ctx.remember("service_images", compute)
+
+
 def kept_course_tags(ctx: StepContext) -> set[str]:
-    """The course tags kept (see tags_to_keep), read on the hub once a run."""
+    """The course tags kept (see tags_to_keep, and each profile's rollback target), read on
+    the hub once a run."""
     settings = ctx.settings
 
     def compute() -> set[str]:
@@ -601,33 +649,116 @@ def kept_course_tags(ctx: StepContext) -> set[str]:
             for ref in (profile_ref(settings, profile), built_course_ref(settings, profile)):
                 always.add(ref.rsplit(":", 1)[1])
         # Every image a service uses: a running server's, or one starting now.
-        services = hub.probe("docker service ls --format '{{.Image}}'").stdout.split()
-        for image in services:
-            ref = image.split("@", 1)[0]
+        for ref in service_images(ctx):
             if ref.startswith(repository):
                 always.add(ref[len(repository) :])
         # The tag each profile offers counts as its latest offering: hub.deploy, earlier in
         # the run, appends it to the history in apply mode only (plan keeps what apply does).
         history += [(p.name, profile_ref(settings, p).rsplit(":", 1)[1]) for p in with_packages]
+        # What images.rollback would go back to, whatever IMAGE_KEEP says.
+        for profile in with_packages:
+            current = profile_ref(settings, profile).rsplit(":", 1)[1]
+            offered = [tag for name, tag in history if name == profile.name]
+            previous = previous_tag(offered, current, profile.name in settings.image_pins)
+            if previous is not None:
+                always.add(previous)
         names = [p.name for p in with_packages]
         return tags_to_keep(history, names, settings.image_keep, always)
 
     return ctx.remember("course_tags_kept", compute)
 
 
-def local_course_tags(settings: Settings, host: HostView) -> list[str]:
-    """The course tags ``host``'s Docker holds."""
-    repository = course_repository(settings)
+# Under HUB_DIR: what the last hub.upgrade did (swarmhub/steps/upgrade.py writes it); while it
+# is there, the series it upgraded from is what a rollback of the upgrade goes back to.
+UPGRADE_STATE_FILE = "upgrade/last.json"
+
+
+def own_repositories(settings: Settings, host: HostView) -> list[str]:
+    """The repositories of the images swarmhub builds that ``host`` holds, besides the
+    course layers': the user image's (every host), the hub's and chp's (the hub)."""
+    registry = registry_address(settings)
+    repositories = [f"{registry}/{settings.user_image}"]
+    if "hub" in host.roles:
+        repositories += [f"{registry}/{settings.hub_image}", chp_repository(settings)]
+    return repositories
+
+
+def series_refs(settings: Settings, series: str) -> set[str]:
+    """The hub, chp and user images a JupyterHub series builds (their content tags)."""
+    registry = registry_address(settings)
+    return {
+        f"{registry}/{settings.user_image}:{image_tag(settings, 'user', series)}",
+        f"{registry}/{settings.hub_image}:{image_tag(settings, 'hub', series)}",
+        f"{chp_repository(settings)}:{chp_tag(settings, series)}",
+    }
+
+
+def upgrade_rollback_refs(settings: Settings, state: str) -> set[str]:
+    """What a rollback of the last hub.upgrade starts again (its state file's ``state``):
+    the images of the series it upgraded from, and the user image servers ran before."""
+    try:
+        done = json.loads(state)
+    except ValueError:
+        return set()
+    if not isinstance(done, dict):
+        return set()
+    refs = {str(done["user_image_before"])} if done.get("user_image_before") else set()
+    series = ".".join(str(done.get("before", "")).split(".")[:2])
+    if series in JUPYTERHUB_SERIES:
+        refs |= series_refs(settings, series)
+    return refs
+
+
+def kept_own_refs(ctx: StepContext) -> set[str]:
+    """Our hub, chp and user images pruning keeps: those the env file builds now, those a
+    service uses (a server's), and a rollback's of the last hub.upgrade. Read on the hub
+    once a run (the containers of each host are its own: local_images_in_use)."""
+    settings = ctx.settings
+
+    def compute() -> set[str]:
+        hub = ctx.view(settings.hub_host)
+        kept = {image_ref(settings, "user"), image_ref(settings, "hub"), chp_ref(settings)}
+        kept.update(service_images(ctx))
+        state = hub.probe(f"cat {settings.hub_dir}/{UPGRADE_STATE_FILE} 2>/dev/null || true")
+        if state.stdout.strip():
+            kept |= upgrade_rollback_refs(settings, state.stdout)
+        return kept
+
+    return ctx.remember("own_images_kept", compute)
+
+
+def local_images_in_use(host: HostView) -> set[str]:
+    """The image (without digest) of every container on ``host``, running or not: Docker
+    refuses to remove a tag one of them needs."""
+    listed = host.probe("docker ps -a --format '{{.Image}}'").stdout.split()
+    return {image.split("@", 1)[0] for image in listed}
+
+
+def local_tags(host: HostView, repository: str) -> list[str]:
+    """The tags of ``repository`` that ``host``'s Docker holds."""
     listed = host.probe(
         f"docker image ls --format '{{{{.Tag}}}}' {shlex.quote(repository)} 2>/dev/null || true"
     ).stdout.split()
     return sorted(tag for tag in set(listed) if tag != "<none>")
 
 
-def registry_manifests(settings: Settings, hub: HostView, tags: list[str]) -> dict[str, str]:
-    """tag -> the digest of its manifest in the hub's registry (what a delete names)."""
-    repository = course_repository(settings).split("/", 1)[1]
-    base = f"http://127.0.0.1:{settings.registry_port}/v2/{repository}/manifests"
+def local_course_tags(settings: Settings, host: HostView) -> list[str]:
+    """The course tags ``host``'s Docker holds."""
+    return local_tags(host, course_repository(settings))
+
+
+def registry_path(repository: str) -> str:
+    """A repository's name in the hub's registry (without the registry's address)."""
+    return repository.split("/", 1)[1]
+
+
+def registry_manifests(
+    settings: Settings, hub: HostView, tags: list[str], repository: str | None = None
+) -> dict[str, str]:
+    """tag -> the digest of its manifest in the hub's registry (what a delete names), of the
+    course layers' repository or of ``repository``."""
+    path = registry_path(repository or course_repository(settings))
+    base = f"http://127.0.0.1:{settings.registry_port}/v2/{path}/manifests"
     found = {}
     for tag in tags:
         head = hub.probe(
@@ -640,41 +771,80 @@ def registry_manifests(settings: Settings, hub: HostView, tags: list[str]) -> di
     return found
 
 
-def registry_course_tags(settings: Settings, hub: HostView) -> list[str]:
-    repository = course_repository(settings).split("/", 1)[1]
+def registry_tags(settings: Settings, hub: HostView, repository: str) -> list[str]:
+    """The content tags (12 hex digits) the hub's registry holds of ``repository``."""
     listed = hub.probe(
-        f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/{repository}/tags/list "
-        "2>/dev/null || true",
+        f"curl -fsS http://127.0.0.1:{settings.registry_port}/v2/{registry_path(repository)}"
+        "/tags/list 2>/dev/null || true",
         sudo=False,
     ).stdout.strip()
     return sorted(set(re.findall(r'"([0-9a-f]{12})"', listed.partition('"tags"')[2])))
 
 
+def registry_course_tags(settings: Settings, hub: HostView) -> list[str]:
+    return registry_tags(settings, hub, course_repository(settings))
+
+
 def prune(ctx: StepContext, host: HostView) -> Steps:
-    """Old course tags removed, keeping IMAGE_KEEP a profile and every tag in use; on the hub
-    from its registry too, whose garbage collection then frees their layers."""
+    """Old tags removed: of the course layers, keeping IMAGE_KEEP a profile, the rollback's
+    target and every tag in use; of our user, hub and chp images, keeping those built now,
+    those in use and an upgrade's rollback. On the hub from its registry too (the user
+    image's and the course layers'), whose garbage collection then frees their layers."""
     settings = ctx.settings
     if settings.image_source == "pull":
-        yield Ok("IMAGE_SOURCE=pull: no course images to prune")
+        yield Ok("IMAGE_SOURCE=pull: no images of ours to prune")
         return
-    kept = kept_course_tags(ctx)
-    repository = course_repository(settings)
-    local = [tag for tag in local_course_tags(settings, host) if tag not in kept]
+    kept_course = kept_course_tags(ctx)
+    course = course_repository(settings)
+    kept_own = kept_own_refs(ctx)
+    stale: dict[str, list[str]] = {  # repository -> its tags to remove here
+        course: [tag for tag in local_course_tags(settings, host) if tag not in kept_course]
+    }
+    own = own_repositories(settings, host)
+    in_use = local_images_in_use(host)
+    for repository in own:
+        stale[repository] = [
+            tag
+            for tag in local_tags(host, repository)
+            if f"{repository}:{tag}" not in kept_own | in_use
+        ]
     commands = []
-    if local:
-        refs = " ".join(shlex.quote(f"{repository}:{tag}") for tag in local)
-        commands.append(f"docker image rm {refs} >/dev/null")
-    what = [f"tags {', '.join(local)}"] if local else []
+    refs = [f"{repository}:{tag}" for repository, tags in stale.items() for tag in tags]
+    if refs:
+        commands.append(f"docker image rm {' '.join(shlex.quote(r) for r in refs)} >/dev/null")
+    what = []
+    if stale[course]:
+        what.append(f"course tags {', '.join(stale[course])}")
+    for repository in own:
+        if stale[repository]:
+            name = repository.rsplit("/", 1)[-1]
+            what.append(f"{name} tags {', '.join(stale[repository])}")
     then = []
     if "hub" in host.roles:
-        stale = [tag for tag in registry_course_tags(settings, host) if tag not in kept]
-        manifests = registry_manifests(settings, host, stale)
-        path = repository.split("/", 1)[1]
-        base = f"http://127.0.0.1:{settings.registry_port}/v2/{path}/manifests"
-        for tag in stale:
-            if tag in manifests:
-                commands.append(f"curl -fsS -X DELETE {base}/{manifests[tag]}")
-        if manifests:
+        user = own[0]
+        kept_in_registry = {
+            course: kept_course,
+            user: {ref.rsplit(":", 1)[1] for ref in kept_own if ref.startswith(f"{user}:")},
+        }
+        deleted = []
+        for repository, kept_tags in kept_in_registry.items():
+            listed = registry_tags(settings, host, repository)
+            tags = [tag for tag in listed if tag not in kept_tags]
+            if not tags:
+                continue
+            manifests = registry_manifests(settings, host, tags, repository)
+            # A delete names a manifest and takes every tag on it: none a kept tag is on.
+            kept = [tag for tag in listed if tag in kept_tags]
+            shared = set(registry_manifests(settings, host, kept, repository).values())
+            base = (
+                f"http://127.0.0.1:{settings.registry_port}/v2/{registry_path(repository)}"
+                "/manifests"
+            )
+            for tag in tags:
+                if tag in manifests and manifests[tag] not in shared:
+                    commands.append(f"curl -fsS -X DELETE {base}/{manifests[tag]}")
+                    deleted.append(f"{repository.rsplit('/', 1)[-1]}:{tag}")
+        if deleted:
             # The registry's garbage collection frees the layers no manifest names any more.
             # It runs here, after images.pull: nothing pulls then but a starting server's
             # manifest check, which a node answers from its own copy for the seconds the
@@ -692,13 +862,16 @@ def prune(ctx: StepContext, host: HostView) -> Steps:
                     interval=0.5,
                 )
             )
-            what.append(f"from the registry {', '.join(t for t in stale if t in manifests)}")
+            what.append(f"from the registry {', '.join(deleted)}")
     if not commands:
-        yield Ok(f"course images: {len(kept)} tag(s) kept, none to prune")
+        yield Ok(
+            f"images: {len(kept_course)} course tag(s) and the images in use or built kept, "
+            "none to prune"
+        )
         return
     yield Change(
-        f"pruned old course images: {'; '.join(what)} (IMAGE_KEEP={settings.image_keep}, "
-        f"{len(kept)} tag(s) kept)",
+        f"pruned old images: {'; '.join(what)} (IMAGE_KEEP={settings.image_keep}, "
+        f"{len(kept_course)} course tag(s) kept)",
         commands,
         then=then,
     )
@@ -709,5 +882,5 @@ PRUNE = Step(
     roles=frozenset({"hub", "node"}),
     apply=prune,
     parallel=True,
-    summary="old course image tags removed from the nodes, the hub and its registry",
+    summary="old image tags removed from the nodes, the hub and its registry",
 )

@@ -93,13 +93,15 @@ HELP: dict[str, str] = {
     "homes.setup": "Keep the homes on the storage host and mount them on the nodes.",
     "images.build": "Build the hub and user images on the hub (pinned versions; no registry).",
     "images.serve": "Serve the user image from the hub's registry.",
-    "images.pull": "Pull the user image on every node.",
+    "images.pull": "Pull the user image, the offered images and the kept course tags on the nodes.",
     "images.distribute": "Serve the user image from the hub's registry and pull it on every node.",
     "images.prune": (
-        "Remove old course image tags from the nodes, the hub and its registry.\n\n"
-        "Keeps the IMAGE_KEEP tags each profile offered last, the tag it offers, a pin, and "
-        "every tag a running server uses; the registry's garbage collection then frees their "
-        "layers (the registry stops for seconds: nodes start servers from their own copy)."
+        "Remove old image tags from the nodes, the hub and its registry.\n\n"
+        "Of the course layers, keeps the IMAGE_KEEP tags each profile offered last, the tag it "
+        "offers, a pin, the rollback's target and every tag a running server uses; of our user, "
+        "hub and chp images, those built now, those in use and the last upgrade's series. The "
+        "registry's garbage collection then frees their layers (the registry stops for "
+        "seconds: servers start from the nodes' own copy, named by digest)."
     ),
     "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
     "hub.upgrade": (

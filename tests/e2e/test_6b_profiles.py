@@ -2,16 +2,19 @@
 profiles offered on the spawn page, each server with its profile's image (the one `docker
 service inspect` names), memory limit (read from the cgroup inside the server) and
 packages; a restricted profile refused through the REST API and a URL; a package added
-mid-term reaches new servers only, already on every node before the hub offers it (no pull
-during a spawn); images.rollback pinned in the env file, kept by later runs and a hub restart;
-interact.link --profile starting a profile without the form; status naming each server's
-image; of three course tags with IMAGE_KEEP=2, the oldest pruned from the nodes, the hub and
-the registry once no server uses it, the kept ones' layers all still in the registry.
+mid-term reaches new servers only, already on every node before the hub offers it (the
+service names it by digest, and `docker events` on the nodes show no pull during a spawn);
+images.rollback pinned in the env file, kept by later runs and a hub restart; interact.link
+--profile starting a profile without the form; status naming each server's image; of three
+course tags with IMAGE_KEEP=2, the oldest pruned from the nodes, the hub and the registry once
+no server uses it, the kept ones' layers all still in the registry; a node without any course
+image getting every kept tag back from images.pull (as a node added then); an old user image
+tag pruned from the nodes, the hub and the registry.
 
 On the suite's sandbox (tests/e2e/sandbox.env), with an env file of its own made from it
 (env_with: PROFILES_FILE on a copy of tests/e2e/profiles/, no culling meanwhile); at its end
 the sandbox is as the suite's env file deploys it again (its hub.deploy: one profile, no
-form, no profiles' group left; images.prune: no course image left). About 5 minutes on a
+form, no profiles' group left; images.prune: no course image left). About 11 minutes on a
 deployed sandbox.
 """
 
@@ -96,12 +99,26 @@ def stop(env_file: Path, who: Student) -> None:
         time.sleep(1)
 
 
-def service_image(env_file: Path, name: str) -> str:
-    return on_hub(
+def service_image(env_file: Path, name: str, digest: bool = False) -> str:
+    """The image ``name``'s service names (by tag; ``digest``: as it is, `repo:tag@sha256:…`)."""
+    image = on_hub(
         env_file,
         "docker service inspect --format "
         f"'{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' jupyter-{name}",
-    ).split("@", 1)[0]
+    )
+    return image if digest else image.split("@", 1)[0]
+
+
+def image_events(env_file: Path, node: str, since: str, until: str) -> list[str]:
+    """`docker events` of images on ``node`` between two times (seconds since the epoch):
+    "ACTION IMAGE" each (a `pull` is Docker asking the registry, layers fetched or not)."""
+    listed = on(
+        env_file,
+        node,
+        f"docker events --since {since} --until {until} --filter type=image "
+        "--format '{{.Action}} {{.Actor.ID}}'",
+    )
+    return listed.splitlines()
 
 
 def container_of(env_file: Path, name: str) -> tuple[str, str]:
@@ -308,12 +325,16 @@ def test_a_package_added_mid_term_reaches_new_servers_only(course: Path) -> None
     bob = logged_in(BOB_NEW)
     since = on_hub(course, "date +%s")
     start(bob, "bigger")
-    until = on_hub(course, "date +%s")
+    until = str(int(on_hub(course, "date +%s")) + 1)
     assert service_image(course, BOB_NEW) == after
+    # Named by digest: the swarm's executor starts an image named so from the node's copy,
+    # without asking the registry (by tag alone, every start is a `pull` on the node).
+    assert re.fullmatch(
+        re.escape(after) + r"@sha256:[0-9a-f]{64}", service_image(course, BOB_NEW, True)
+    )
     assert has(bob, "humanize")
-    # No layer was fetched while it started. (Docker's `image pull` event is there all the
-    # same: a swarm task asks the registry for its image's manifest at every start, unless
-    # dockerd runs with DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1; nothing is downloaded then.)
+    events = {node: image_events(course, node, since, until) for node in NODE_LIST}
+    assert not [e for each in events.values() for e in each if e.startswith("pull ")], events
     assert not blobs_fetched(course, since), f"layers fetched during bob's spawn (until {until})"
     admin = logged_in("admin")
     assert CAROL not in admin.api("GET", "/groups/ta").json()["users"]
@@ -407,3 +428,67 @@ def test_old_course_images_are_pruned_but_not_those_in_use(course: Path) -> None
             url = f"http://127.0.0.1:{SETTINGS.registry_port}/v2/{repository}/blobs/{digest}"
             on_hub(course, f"curl -fsS -o /dev/null -I {url}")
     assert has(logged_in(ALICE), "tabulate")
+
+
+def test_a_node_that_lacks_the_kept_tags_gets_every_one(course: Path) -> None:
+    """As a node added now: every kept course tag (the offered one and the rollback's
+    target, which is also alice's), not only the offered one, so that a rollback starts
+    servers with no pull there either."""
+    node = NODE_LIST[-1]
+    offered_now = offered(course)["bigger"]
+    repository = offered_now.rsplit(":", 1)[0]
+    kept = course_tags(course, HUB)
+    assert len(kept) == 2 and offered_now.rsplit(":", 1)[1] in kept, kept
+    # Gone from the node, by tag and by digest (a running server keeps its image, untagged).
+    on(
+        course,
+        node,
+        f"docker image ls --digests --format '{{{{.Repository}}}}:{{{{.Tag}}}} "
+        f"{{{{.Repository}}}}@{{{{.Digest}}}}' {repository} | tr ' ' '\\n' | grep -v '<none>' "
+        "| xargs -r docker image rm -f "
+        ">/dev/null",
+    )
+    assert not course_tags(course, node)
+    since = on_hub(course, "date +%s")
+    out = invoke(course, "images.pull")
+    until = str(int(on_hub(course, "date +%s")) + 1)
+    assert course_tags(course, node) == kept, out[-2000:]
+    for held in kept:
+        assert f"[{node}] changed: pulled {repository}:{held}" in out, out[-2000:]
+    # What a pull looks like in `docker events` (the spawns above had none).
+    assert any(e.startswith("pull ") for e in image_events(course, node, since, until))
+
+
+def test_our_old_user_image_is_pruned_too(course: Path) -> None:
+    """images/ changed: the user image's old content tag goes from the nodes, the hub and
+    the registry (the current one and its layers stay)."""
+    user = next(
+        line.split("=", 1)[1]
+        for line in on_hub(course, "sudo cat /srv/swarmhub/hub.env").splitlines()
+        if line.startswith("USER_IMAGE=")
+    )
+    old = f"{user.rsplit(':', 1)[0]}:0000000000aa"
+    # An image of other content (a label more) under an old-looking content tag.
+    on_hub(
+        course,
+        f"printf 'FROM {user}\\nLABEL io.swarmhub.test=old\\n' | DOCKER_BUILDKIT=0 "
+        f"docker build -q -t {old} - >/dev/null && docker push -q {old} >/dev/null",
+    )
+    for node in NODE_LIST:
+        on(course, node, f"docker pull -q {old} >/dev/null")
+    repository = user.split("/", 1)[1].rsplit(":", 1)[0]
+    url = f"http://127.0.0.1:{SETTINGS.registry_port}/v2/{repository}/tags/list"
+
+    def in_registry() -> set[str]:
+        return set(json.loads(on_hub(course, f"curl -fsS {url}")).get("tags") or [])
+
+    assert "0000000000aa" in in_registry()
+    out = invoke(course, "images.prune")
+    assert "user tags 0000000000aa" in out and "from the registry user:0000000000aa" in out, out
+    for host in (HUB, *NODE_LIST):
+        assert not on(course, host, f"docker image ls -q {old}"), host
+        on(course, host, f"docker image inspect {user} >/dev/null")
+    assert in_registry() == {user.rsplit(":", 1)[1]}
+    for digest in blobs_of(course, user):
+        blob = f"http://127.0.0.1:{SETTINGS.registry_port}/v2/{repository}/blobs/{digest}"
+        on_hub(course, f"curl -fsS -o /dev/null -I {blob}")
