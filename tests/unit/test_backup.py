@@ -56,7 +56,8 @@ def test_the_target_host_is_the_backup_host(tmp_path: Path) -> None:
         ("BACKUP_TARGET=sftp://node-1/srv/restic", "node-1 is both node and backup"),
         ("BACKUP_KEEP=14", "BACKUP_KEEP is no longer read: restic keeps snapshots by age"),
         ("BACKUP_LIMIT_UPLOAD=fast", "is not a whole number"),
-        (TARGET + "STORAGE_HOST=files", "not supported yet"),
+        ("STORAGE_HOST=files", "STORAGE_HOST=files apart from the hub needs BACKUP_TARGET"),
+        ("BACKUP_TARGET=sftp://files/srv\nSTORAGE_HOST=files", "files is both storage and backup"),
     ],
 )
 def test_bad_backup_settings_are_one_line(tmp_path: Path, line: str, message: str) -> None:
