@@ -350,7 +350,7 @@ def apply_target(ctx: StepContext, backup: HostView) -> Steps:
         authorized_keys(kept.public_key, sources),
         mode="0600",
         owner=REPO_USER,
-        describe=f"{REPO_USER}'s key (SFTP only, from {settings.hub_host})",
+        describe=f"{REPO_USER}'s key (SFTP only, from {' and '.join(backup_hosts(settings))})",
     )
 
 
