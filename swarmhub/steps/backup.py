@@ -269,7 +269,11 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     settings = ctx.settings
     part = part_of(settings, hub.name)
     packages = (
-        ["restic", "openssh-client"] if part == "homes" else ["restic", "sqlite3", "openssh-client"]
+        # The storage host has no base packages of provision: its restores need rsync and
+        # python3 too.
+        ["restic", "rsync", "python3", "openssh-client"]
+        if part == "homes"
+        else ["restic", "sqlite3", "openssh-client"]
     )
     yield from ensure_packages(hub, packages, "backups")
     for key in ("BACKUP_SCHEDULE", "BACKUP_CHECK_SCHEDULE"):

@@ -24,7 +24,7 @@ import pytest
 from swarmhub.steps import backup
 from swarmhub.student import Student
 from tests.cli import run
-from tests.e2e.conftest import SETTINGS, on_hub, student
+from tests.e2e.conftest import CERT_FILE, PROXY, SETTINGS, on_hub, student
 
 pytestmark = [
     pytest.mark.e2e,
@@ -62,6 +62,9 @@ def deployed(sandbox: Path) -> Iterator[Path]:
     cluster.all)."""
     out = invoke(sandbox, "cluster.all")
     assert "JupyterHub is up" in out
+    cert = run("fab", "-H", PROXY, "--", "cat /etc/swarmhub/tls/fullchain.pem", env_file=sandbox)
+    CERT_FILE.parent.mkdir(exist_ok=True)
+    CERT_FILE.write_text(cert.stdout)
     yield sandbox
 
 
