@@ -141,6 +141,24 @@ def test_a_deleted_file_comes_back_with_backup_restore_path(deployed: Path, alic
     on(deployed, STORAGE, f"sudo rm -f {HOME}/work/notes.txt.restored-*")
 
 
+def test_at_names_the_snapshot_restored_and_a_name_of_none_is_one_line(deployed: Path) -> None:
+    names = [
+        words[0]
+        for words in (line.split() for line in invoke(deployed, "backup.list").splitlines())
+        if words and SNAPSHOT.fullmatch(words[0]) and words[-1] == "homes"
+    ]
+    first = names[0]
+    out = invoke(deployed, "backup.restore", "--user", "alice", "--at", first)
+    assert f"of alice from {first};" in out, out
+    for flag in ("--user alice", "--hub-db"):
+        result = run(
+            "invoke", "backup.restore", *flag.split(), "--at", "20990101T000000Z", env_file=deployed
+        )
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no snapshot 20990101T000000Z" in lines[0], result.stderr
+
+
 def test_every_home_comes_back_on_the_storage_host(deployed: Path, alice: Student) -> None:
     on(deployed, STORAGE, f"sudo rm -f {HOME}/work/notes.txt")
     out = invoke(deployed, "backup.restore", "--homes")

@@ -271,6 +271,8 @@ def test_with_the_homes_apart_each_host_snapshots_its_own_part(tmp_path: Path) -
     assert 'paths+=("$HOMES_DIR")' not in hub and 'paths+=("$STAGE")' in hub
     assert 'paths+=("$HOMES_DIR")' in homes and "sqlite3" not in homes
     assert "homes (files)" in hub and "--host swarmhub-homes" in hub  # health's age of both
+    # --at: ours AND of that name (restic's repeated --tag is OR: the latest came back).
+    assert 'tags+=",$2"' in homes and '--named "$at" --host "$RESTIC_HOST"' in homes
     everything = backup.render_script(together)
     assert 'paths+=("$HOMES_DIR")' in everything and 'paths+=("$STAGE")' in everything
     assert "homes (" not in everything
