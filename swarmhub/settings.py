@@ -700,11 +700,11 @@ def validate(raw: dict[str, str], source: Path) -> Settings:
             )
     _check_storage_paths(settings, source)
     check_backup_s3(settings, source)
-    if settings.backup_target and settings.storage_name != settings.hub_host:
+    if not settings.backup_target and settings.storage_name != settings.hub_host:
         raise SwarmhubError(
-            f"{source}: BACKUP_TARGET with STORAGE_HOST={settings.storage_host} apart from the "
-            "hub is not supported yet (restic runs on the hub): keep the homes on the hub, or "
-            "empty BACKUP_TARGET"
+            f"{source}: STORAGE_HOST={settings.storage_host} apart from the hub needs "
+            "BACKUP_TARGET (sftp://HOST/PATH or s3://…): restic runs on the storage host, which "
+            "cannot reach a repository in the hub's BACKUP_DIR"
         )
     _check_profiles(settings, source)
     if settings.kernel_egress == "open" and settings.kernel_egress_allow:

@@ -58,6 +58,13 @@ def run_operation(step: Step, host: str | None = None, *, changes: bool = True) 
     return next(iter(session.results.values()), None)
 
 
+def run_operation_everywhere(step: Step, *, changes: bool = True) -> dict[str, Any]:
+    """run_operation on every host of the step's roles: what it returned, by host."""
+    settings = env_settings.load()
+    session = run_steps(settings, [step], quiet=True, command=step.name, lock=changes)
+    return {host: result for (_, host), result in session.results.items()}
+
+
 def step_task(name: str, steps: tuple[Step, ...], doc: str) -> Task:
     """The task `name` running ``steps``: --plan always, --restart-nodes where it matters."""
     if any(step.restarts for step in steps):

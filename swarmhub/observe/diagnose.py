@@ -52,7 +52,7 @@ def homes_config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
         paths.append(homes.EXPORTS_FILE)
     if "storage" not in roles and {"hub", "node"} & set(roles):
         paths.append(f"/etc/systemd/system/{homes.mount_unit_name(settings.homes_dir)}")
-    if "hub" in roles:
+    if {"hub", "storage"} & set(roles):  # the storage host runs restic for the homes too
         paths += [backup.SCRIPT, f"/etc/systemd/system/{backup.UNIT}.timer"]
     return paths
 

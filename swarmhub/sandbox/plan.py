@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from swarmhub.settings import Settings
 
 # Fixed host numbers inside SANDBOX_SUBNET, so that an address never moves when nodes come
-# and go: the hub is .10, the proxy .11, the backup host (BACKUP_TARGET's) .12, node N is
-# .(20 + N).
+# and go: the hub is .10, the proxy .11, the backup host (BACKUP_TARGET's) .12, the storage
+# host (STORAGE_HOST, when apart from the hub) .13, node N is .(20 + N).
 HUB_OFFSET = 10
 PROXY_OFFSET = 11
 BACKUP_OFFSET = 12
+STORAGE_OFFSET = 13
 NODE_OFFSET = 20
 
 LABEL = "io.swarmhub.sandbox"
@@ -60,7 +61,8 @@ def address(subnet: ipaddress.IPv4Network, offset: int) -> str:
 
 
 def plan_vms(settings: Settings, node_count: int | None = None) -> list[VM]:
-    """The VMs that ``sandbox.up`` makes sure exist: hub, nodes, proxy, the backup host."""
+    """The VMs that ``sandbox.up`` makes sure exist: hub, nodes, proxy, the backup host and
+    the storage host (when apart from the hub)."""
     subnet = settings.sandbox_subnet
     vms = [VM(settings.hub_host, "hub", address(subnet, HUB_OFFSET))]
     for index, name in enumerate(node_names(settings, node_count), start=1):
@@ -69,6 +71,8 @@ def plan_vms(settings: Settings, node_count: int | None = None) -> list[VM]:
         vms.append(VM(settings.proxy_host, "proxy", address(subnet, PROXY_OFFSET)))
     if settings.backup_host:
         vms.append(VM(settings.backup_host, "backup", address(subnet, BACKUP_OFFSET)))
+    if settings.storage_name not in {vm.name for vm in vms}:
+        vms.append(VM(settings.storage_name, "storage", address(subnet, STORAGE_OFFSET)))
     return vms
 
 

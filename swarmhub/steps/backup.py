@@ -11,6 +11,13 @@ BACKUP_S3_KEY_ID and BACKUP_S3_SECRET_FILE, kept 0600 on the hub), or BACKUP_DIR
 It restores from them without ever overwriting a live file. A systemd timer on the hub runs it
 on BACKUP_SCHEDULE; the tasks run the same script over SSH.
 
+With STORAGE_HOST apart from the hub, restic runs where the homes are, not through a network
+mount: the storage host gets the script too (its part "homes": the homes only, restic's
+--host swarmhub-homes) and the hub keeps the rest (its part "hub": the database, the secrets
+and the proxy's TLS material, --host swarmhub), each with its own timer, to the same
+repository with the same password and SFTP key. backup.run takes both, named alike; restores
+of homes run on the storage host, of the database on the hub; `restic check` runs on the hub.
+
 The repository's password and the SFTP key are made on the provisioner at the first deploy
 (PROJECT_ROOT/.swarmhub/<HUB_HOST>/, 0600) and kept 0600 on the hub: the repository is
 unreadable without the password, so the provisioner's copy is what recovers a lost hub. A hub
@@ -94,10 +101,40 @@ def target_path(settings: Settings) -> str:
     return urlsplit(settings.backup_target).path
 
 
-def render_script(settings: Settings) -> str:
+# What a host's backup script keeps (``part_of``) and the restic --host of its snapshots.
+PARTS = {
+    "all": ("swarmhub", ""),
+    "hub": ("swarmhub", " of the hub's part"),
+    "homes": ("swarmhub-homes", " of the homes"),
+}
+
+
+def part_of(settings: Settings, host: str) -> str:
+    """What ``host``'s backup script snapshots: "all" (the hub keeps the homes), "hub" (the
+    hub, STORAGE_HOST apart: database, secrets, proxy TLS) or "homes" (the storage host)."""
+    if settings.storage_name == settings.hub_host:
+        return "all"
+    return "hub" if host == settings.hub_host else "homes"
+
+
+def backup_hosts(settings: Settings) -> list[str]:
+    """The hosts that run restic: the hub, and the storage host when apart."""
+    return list(dict.fromkeys([settings.hub_host, settings.storage_name]))
+
+
+def render_script(settings: Settings, part: str = "all") -> str:
     limit = settings.backup_limit_upload
+    restic_host, of_part = PARTS[part]
+    peer = {"hub": settings.storage_name, "homes": settings.hub_host}.get(part, "")
     return render(
         "backup/swarmhub-backup.sh.j2",
+        part=part,
+        restic_host=restic_host,
+        homes_restic_host=PARTS["homes"][0],
+        of_part=of_part,
+        hub_host=settings.hub_host,
+        storage_host=settings.storage_name,
+        peer_host=peer,
         homes_dir=settings.homes_dir,
         hub_dir=settings.hub_dir,
         data_dir=settings.hub_data_dir,
@@ -119,7 +156,8 @@ def render_script(settings: Settings) -> str:
 
 def authorized_keys(public_key: str, sources: list[str]) -> str:
     """The backup host's authorized_keys for REPO_USER: the hub's key, SFTP only, from the
-    hub's addresses only (nothing else: no shell, no forwarding)."""
+    addresses of the hosts that run restic only (the hub's, and the storage host's when
+    apart; nothing else: no shell, no forwarding)."""
     options = f'restrict,from="{",".join(sources)}",command="{SFTP_SERVER}"'
     key = " ".join(public_key.split()[:2])
     return (
@@ -147,8 +185,10 @@ def check_units(settings: Settings) -> tuple[str, str]:
 # --- what the tasks run on the hub ---
 
 
-def run_command() -> str:
-    return f"{SCRIPT} run"
+def run_command(name: str = "") -> str:
+    """A snapshot now; ``name`` (its UTC time) names the hub's and the storage host's alike."""
+    check_snapshot(name)
+    return f"{SCRIPT} run" + (f" --name {name}" if name else "")
 
 
 def list_command() -> str:
@@ -175,6 +215,13 @@ def restore_user_command(user: str, path: str | None = None, at: str | None = No
     if at:
         command += f" --at {at}"
     return command
+
+
+def restore_homes_command(at: str | None = None) -> str:
+    """Every home of snapshot ``at`` (the latest), never overwriting a live file: a storage
+    host rebuilt."""
+    check_snapshot(at)
+    return f"{SCRIPT} restore-homes" + (f" --at {at}" if at else "")
 
 
 def restore_hub_db_command(at: str | None = None) -> str:
@@ -218,8 +265,17 @@ def ensure_password(hub: HostView, password: str, where: Path) -> Steps:
 
 
 def apply(ctx: StepContext, hub: HostView) -> Steps:
+    """The hub (and the storage host when apart, its part: the homes; ``hub`` names it)."""
     settings = ctx.settings
-    yield from ensure_packages(hub, ["restic", "sqlite3", "openssh-client"], "backups")
+    part = part_of(settings, hub.name)
+    packages = (
+        # The storage host has no base packages of provision: its restores need rsync and
+        # python3 too.
+        ["restic", "rsync", "python3", "openssh-client"]
+        if part == "homes"
+        else ["restic", "sqlite3", "openssh-client"]
+    )
+    yield from ensure_packages(hub, packages, "backups")
     for key in ("BACKUP_SCHEDULE", "BACKUP_CHECK_SCHEDULE"):
         schedule = settings.values[key]
         if not hub.probe(calendar_check_command(schedule)).ok:
@@ -254,19 +310,20 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
         )
     else:
         yield from ensure_directory(hub, settings.backup_dir, "0700")
-    yield from ensure_file(hub, SCRIPT, render_script(settings), mode="0755", describe=SCRIPT)
+    yield from ensure_file(hub, SCRIPT, render_script(settings, part), mode="0755", describe=SCRIPT)
     service = FileWrite.of(f"{SYSTEMD_DIR}/{UNIT}.service", service_unit())
     changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
     # The timer starts the service: both files in one change, one reload.
     yield from ensure_unit(
         hub, f"{UNIT}.timer", timer_unit(settings), extra_files=(service,) if changed else ()
     )
-    check_service, check_timer = check_units(settings)
-    service = FileWrite.of(f"{SYSTEMD_DIR}/{CHECK_UNIT}.service", check_service)
-    changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
-    yield from ensure_unit(
-        hub, f"{CHECK_UNIT}.timer", check_timer, extra_files=(service,) if changed else ()
-    )
+    if part != "homes":  # `restic check` once for the repository: from the hub
+        check_service, check_timer = check_units(settings)
+        service = FileWrite.of(f"{SYSTEMD_DIR}/{CHECK_UNIT}.service", check_service)
+        changed = file_differs(hub, service.path, service.content, service.mode, service.owner)
+        yield from ensure_unit(
+            hub, f"{CHECK_UNIT}.timer", check_timer, extra_files=(service,) if changed else ()
+        )
     # The repository made once (or found, on a rebuilt hub): the marker names it.
     wanted = repository(settings)
     if hub.read(INITIALIZED).strip() == wanted:
@@ -277,7 +334,7 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
 
 def apply_target(ctx: StepContext, backup: HostView) -> Steps:
     """The backup host: REPO_USER owns the repository's directory and may only run SFTP,
-    with the hub's key, from the hub's addresses."""
+    with the hub's key, from the addresses of the hosts that run restic."""
     settings = ctx.settings
     yield from ensure_packages(backup, ["openssh-server", "openssh-sftp-server"], "SFTP")
     if backup.probe(f"id -u {REPO_USER}").ok:
@@ -297,26 +354,37 @@ def apply_target(ctx: StepContext, backup: HostView) -> Steps:
         authorized_keys(kept.public_key, sources),
         mode="0600",
         owner=REPO_USER,
-        describe=f"{REPO_USER}'s key (SFTP only, from {settings.hub_host})",
+        describe=f"{REPO_USER}'s key (SFTP only, from {' and '.join(backup_hosts(settings))})",
     )
 
 
 def hub_addresses(ctx: StepContext) -> list[str]:
-    """The hub's own IPv4 addresses: where the backup host accepts its SFTP key from."""
-    found = host_addresses(ctx.hub.probe("ip -4 -o addr show scope global", sudo=False).stdout)
-    if ctx.settings.hub_address:
-        found.append(ctx.settings.hub_address)
-    if not found:
-        raise SwarmhubError(f"{ctx.settings.hub_host}: no global IPv4 address found")
+    """The IPv4 addresses of the hub (and of the storage host when apart): where the backup
+    host accepts its SFTP key from."""
+    found: list[str] = []
+    for name in backup_hosts(ctx.settings):
+        view = ctx.hub if name == ctx.settings.hub_host else ctx.view(name)
+        mine = host_addresses(view.probe("ip -4 -o addr show scope global", sudo=False).stdout)
+        if name == ctx.settings.hub_host and ctx.settings.hub_address:
+            mine.append(ctx.settings.hub_address)
+        if not mine:
+            raise SwarmhubError(f"{name}: no global IPv4 address found")
+        found += mine
     return sorted(set(found))
 
 
 def operation(
-    name: str, command: str, what: str, *, changes: bool = True, hub_restarts: bool = False
+    name: str,
+    command: str,
+    what: str,
+    *,
+    changes: bool = True,
+    hub_restarts: bool = False,
+    roles: frozenset[str] = frozenset({"hub"}),
 ) -> Step:
-    """A one-off backup command on the hub (backup.run, .list, .restore), run through the
-    session as any step; its output is the step's result. A read-only one (``changes``
-    False: backup.list) is a probe."""
+    """A one-off backup command on the hub (backup.run, .list, .restore; on the storage host
+    too, or only, by ``roles``), run through the session as any step; its output is the
+    step's result. A read-only one (``changes`` False: backup.list) is a probe."""
 
     def apply(ctx: StepContext, hub: HostView) -> Steps:
         if not hub.probe(f"test -x {SCRIPT}").ok:
@@ -339,14 +407,15 @@ def operation(
         )
         return done.output
 
-    return Step(name=name, roles=frozenset({"hub"}), apply=apply, summary=what)
+    return Step(name=name, roles=roles, apply=apply, summary=what)
 
 
 STEP = Step(
     name="backup.setup",
-    roles=frozenset({"hub"}),
+    roles=frozenset({"hub", "storage"}),
     apply=apply,
-    summary="restic, the backup script and its systemd timer on the hub; the repository",
+    summary="restic, the backup script and its systemd timer on the hub (and on the storage "
+    "host when apart); the repository",
 )
 
 TARGET = Step(

@@ -8,6 +8,11 @@ the restored database and secrets, so that users, groups, API tokens and logins 
 before. The nodes leave the swarm that went with the old hub and join the new one
 (swarm.join), and take the new storage host's keys (homes.mount). A hub that is up with users
 is refused: recover.hub is for a lost hub (``--force`` to restore over it anyway).
+
+With STORAGE_HOST apart from the hub, the homes are not the hub's: they stay on the storage
+host, and the hub's snapshots (restic's --host swarmhub) bring back its secrets, database and
+the proxy's TLS material only. A lost storage host is rebuilt by cluster.all and then
+`backup.restore --homes` (docs/recovery.md).
 """
 
 from __future__ import annotations

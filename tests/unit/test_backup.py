@@ -12,6 +12,7 @@ from swarmhub import backup_secrets, settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.observe import health, parse, report
 from swarmhub.runbook.change import Change, Note, Ok
+from swarmhub.runbook.session import step_hosts
 from swarmhub.sandbox.plan import plan_vms
 from swarmhub.steps import backup
 from tests.unit.fakehost import answering, declared, view_of
@@ -56,7 +57,8 @@ def test_the_target_host_is_the_backup_host(tmp_path: Path) -> None:
         ("BACKUP_TARGET=sftp://node-1/srv/restic", "node-1 is both node and backup"),
         ("BACKUP_KEEP=14", "BACKUP_KEEP is no longer read: restic keeps snapshots by age"),
         ("BACKUP_LIMIT_UPLOAD=fast", "is not a whole number"),
-        (TARGET + "STORAGE_HOST=files", "not supported yet"),
+        ("STORAGE_HOST=files", "STORAGE_HOST=files apart from the hub needs BACKUP_TARGET"),
+        ("BACKUP_TARGET=sftp://files/srv\nSTORAGE_HOST=files", "files is both storage and backup"),
     ],
 )
 def test_bad_backup_settings_are_one_line(tmp_path: Path, line: str, message: str) -> None:
@@ -241,3 +243,75 @@ def test_recover_refuses_a_hub_that_is_up_with_users(
             declared(body)
     else:
         assert isinstance(declared(body)[0], Ok)
+
+
+# --- STORAGE_HOST apart: restic where the homes are, the hub's part on the hub ---
+
+APART = TARGET + "STORAGE_HOST=files\n"
+
+
+def test_with_the_homes_apart_each_host_snapshots_its_own_part(tmp_path: Path) -> None:
+    together = load(tmp_path, TARGET)
+    assert backup.part_of(together, "hub") == "all"
+    assert backup.backup_hosts(together) == ["hub"]
+    apart = load(tmp_path, APART)
+    assert (backup.part_of(apart, "hub"), backup.part_of(apart, "files")) == ("hub", "homes")
+    assert backup.backup_hosts(apart) == ["hub", "files"]
+    assert step_hosts(apart, backup.STEP) == ["hub", "files"]
+    assert step_hosts(together, backup.STEP) == ["hub"]
+    hub = backup.render_script(apart, "hub")
+    homes = backup.render_script(apart, "homes")
+    # The same repository, each host's snapshots by its own --host.
+    for script in (hub, homes):
+        assert "\nREPOSITORY=sftp:vault:/srv/restic\n" in script
+        assert "--retry-lock 10m" in script  # the other host may be pruning
+    assert "\nRESTIC_HOST=swarmhub\n" in hub and "\nRESTIC_HOST=swarmhub-homes\n" in homes
+    assert "\nPART=hub\n" in hub and "\nPART=homes\n" in homes
+    # The hub reads no home (they are a network mount there); the storage host no database.
+    assert 'paths+=("$HOMES_DIR")' not in hub and 'paths+=("$STAGE")' in hub
+    assert 'paths+=("$HOMES_DIR")' in homes and "sqlite3" not in homes
+    assert "homes (files)" in hub and "--host swarmhub-homes" in hub  # health's age of both
+    # --at: ours AND of that name (restic's repeated --tag is OR: the latest came back).
+    assert 'tags+=",$2"' in homes and '--named "$at" --host "$RESTIC_HOST"' in homes
+    everything = backup.render_script(together)
+    assert 'paths+=("$HOMES_DIR")' in everything and 'paths+=("$STAGE")' in everything
+    assert "homes (" not in everything
+
+
+@pytest.mark.parametrize("part", ["all", "hub", "homes"])
+def test_each_part_of_the_script_is_valid_bash(tmp_path: Path, part: str) -> None:
+    import subprocess
+
+    script = tmp_path / "swarmhub-backup"
+    script.write_text(backup.render_script(load(tmp_path, APART), part))
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_backup_run_names_both_parts_alike_and_restores_go_where_the_data_is() -> None:
+    assert backup.run_command() == "/usr/local/sbin/swarmhub-backup run"
+    assert backup.run_command("20261126T013000Z").endswith("run --name 20261126T013000Z")
+    with pytest.raises(SwarmhubError, match="20261126T013000Z"):
+        backup.run_command("now")
+    assert backup.restore_homes_command() == "/usr/local/sbin/swarmhub-backup restore-homes"
+    assert backup.restore_homes_command("20261126T013000Z").endswith("--at 20261126T013000Z")
+    on_storage = backup.operation("x", "true", "x", roles=frozenset({"storage"}))
+    assert on_storage.roles == {"storage"}
+    assert backup.operation("x", "true", "x").roles == {"hub"}
+
+
+def test_the_backup_host_takes_the_key_from_the_storage_host_too(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    apart = load(tmp_path, APART)
+    ip = "ip -4 -o addr show scope global"
+    hub = answering("hub", ("hub",), {ip: "2: eth0    inet 10.0.0.10/24 brd x\n"}, {})
+    files = answering("files", ("storage",), {ip: "2: eth0    inet 10.0.0.13/24 brd x\n"}, {})
+    ctx = SimpleNamespace(settings=apart, hub=view_of(hub), view=lambda name: view_of(files))
+    assert backup.hub_addresses(ctx) == ["10.0.0.10", "10.0.0.13"]
+
+
+def test_the_sandbox_makes_a_storage_vm_apart(tmp_path: Path) -> None:
+    apart = load(tmp_path, APART + "SSH_CONFIG=x\n")
+    vms = {vm.name: (vm.role, vm.address) for vm in plan_vms(apart)}
+    assert vms["files"][0] == "storage" and vms["files"][1].endswith(".13")
+    assert "files" not in {vm.name for vm in plan_vms(load(tmp_path, TARGET + "SSH_CONFIG=x\n"))}

@@ -50,7 +50,7 @@ def test_homes_default_to_nfs_on_the_hub(nfs) -> None:
 
 
 def test_a_separate_storage_host_gets_the_storage_role(tmp_path: Path) -> None:
-    loaded = load(tmp_path, "STORAGE_HOST=files\n")
+    loaded = load(tmp_path, "STORAGE_HOST=files\nBACKUP_TARGET=sftp://vault/srv/restic\n")
     assert loaded.role_of("files") == ("storage",)
     assert loaded.role_of("hub") == ("hub",)
     assert step_hosts(loaded, homes.STORAGE) == ["files"]
@@ -276,6 +276,9 @@ def test_diagnose_collects_the_homes_and_backup_files(nfs, tmp_path: Path) -> No
     hub_files = config_paths(nfs, ("hub", "storage"))
     assert homes.EXPORTS_FILE in hub_files and backup.SCRIPT in hub_files
     assert "/etc/systemd/system/srv-swarmhub-homes.mount" in config_paths(nfs, ("node",))
-    apart = load(tmp_path, "STORAGE_HOST=files\nHOMES_BACKEND=sshfs\n")
+    apart = load(
+        tmp_path, "STORAGE_HOST=files\nHOMES_BACKEND=sshfs\nBACKUP_TARGET=sftp://vault/srv/r\n"
+    )
     assert "/etc/systemd/system/srv-swarmhub-homes.mount" in config_paths(apart, ("hub",))
     assert not any("secrets" in path for path in config_paths(apart, ("storage",)))
+    assert backup.SCRIPT in config_paths(apart, ("storage",))
