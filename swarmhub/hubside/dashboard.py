@@ -42,7 +42,7 @@ class Forward(HubOAuthenticated, web.RequestHandler):
     @web.authenticated
     async def get(self, path: str) -> None:
         if not path:
-            self.redirect(url_path_join(self.hub_auth.service_prefix, HOME))
+            self.redirect(url_path_join(os.environ["JUPYTERHUB_SERVICE_PREFIX"], HOME))
             return
         url = f"{PROMETHEUS}/{path}"
         if self.request.query:

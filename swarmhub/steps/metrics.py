@@ -153,7 +153,7 @@ def node_exporter_args() -> str:
 def dashboard_url(settings: Settings) -> str:
     """The dashboard's public address: Prometheus's external URL (its pages' links, the
     alerts' links)."""
-    return f"https://{settings.domain_name}{DASHBOARD_PREFIX}"
+    return settings.public_url().rstrip("/") + DASHBOARD_PREFIX
 
 
 def prometheus_args(settings: Settings) -> str:
