@@ -22,6 +22,7 @@ from swarmhub.ports import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     CHP_METRICS_PORT,
+    DASHBOARD_PORT,
     DOCKER_METRICS_PORT,
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
@@ -42,6 +43,7 @@ MONITORING_PORTS = (
     BLACKBOX_PORT,
     NODE_EXPORTER_PORT,
     CHP_METRICS_PORT,
+    DASHBOARD_PORT,  # the admins' dashboard's front: reached by chp on the hub alone
     DOCKER_METRICS_PORT,
 )
 USERS = ("metrics-ann", "metrics-bob", "metrics-cem")
