@@ -96,7 +96,9 @@ DASHBOARD_UNIT = "swarmhub-dashboard.service"
 DASHBOARD_PATH = "/usr/local/lib/swarmhub/swarmhub-dashboard.py"
 CONSOLES_DIR = f"{PROM_DIR}/swarmhub-consoles"
 CONSOLE = f"{CONSOLES_DIR}/swarmhub.html"
-CONSOLE_LIBRARIES = "/usr/share/prometheus/console_libraries"  # Debian's prometheus package
+# Prometheus's console library, ours: Debian's package has it among its examples only.
+CONSOLE_LIBRARIES = f"{PROM_DIR}/swarmhub-console-libraries"
+CONSOLE_LIBRARY = f"{CONSOLE_LIBRARIES}/swarmhub.lib"
 CONSOLE_TEMPLATE = TEMPLATES_DIR / "metrics" / "swarmhub.html"
 
 NODE_EXPORTER = "prometheus-node-exporter"
@@ -527,6 +529,9 @@ def render_dashboard_unit(settings: Settings) -> str:
 def ensure_dashboard(settings: Settings, hub: HostView) -> Steps:
     """Our console in Prometheus's console directory, and the front that serves it to the
     hub's admins (restarted when its program, unit or the hub image changed)."""
+    yield from ensure_file(
+        hub, CONSOLE_LIBRARY, render("metrics/swarmhub.lib"), describe="the console library"
+    )
     yield from ensure_file(hub, CONSOLE, console(settings), describe="the admins' dashboard")
     program = FileWrite.of(DASHBOARD_PATH, DASHBOARD_MODULE.read_text(), mode="0644")
     files = tuple(f for f in (program,) if file_differs(hub, f.path, f.content, f.mode, f.owner))
