@@ -11,6 +11,7 @@ Why this file and not a tool: Prometheus has no login of its own, and no package
 JupyterHub's OAuth (oauth2-proxy is neither in Debian nor in the hub image); HubOAuth is the
 hub's own way for a service to know its users, so what is ours is the forwarding alone: GET
 requests, their path below the prefix and query, the answer's status, type and redirect.
+Prometheus's static files (classic/static/) pass without login: they hold no data.
 
 Run by the swarmhub-dashboard unit (monitor.metrics) from the hub image, on the host's network
 (to reach Prometheus on 127.0.0.1), listening on the address of Docker's default bridge on the
@@ -21,6 +22,7 @@ imports only the standard library, tornado and jupyterhub.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 
@@ -32,8 +34,32 @@ from tornado.httpclient import AsyncHTTPClient
 PROMETHEUS = os.environ.get("SWARMHUB_PROMETHEUS", "http://127.0.0.1:9090")
 # The first page: our console of the key figures.
 HOME = "consoles/swarmhub.html"
+STATIC = "classic/static/"
+STATIC_NAME = re.compile(re.escape(STATIC) + r"[A-Za-z0-9._/-]+")
 # Prometheus's answer headers kept (its body is read whole, decompressed).
 KEPT_HEADERS = ("Content-Type", "Location", "Cache-Control")
+
+
+def below_prefix(handler: web.RequestHandler) -> str:
+    """The request's path below the prefix, as sent (still %-encoded)."""
+    return handler.request.path[len(os.environ["JUPYTERHUB_SERVICE_PREFIX"]) :]
+
+
+async def forward(handler: web.RequestHandler) -> None:
+    """The GET below the prefix and its query, answered by Prometheus."""
+    url = f"{PROMETHEUS}/{below_prefix(handler)}"
+    if handler.request.query:
+        url += "?" + handler.request.query
+    answer = await AsyncHTTPClient().fetch(
+        url, raise_error=False, follow_redirects=False, request_timeout=60
+    )
+    if answer.code == 599:  # no answer at all: Prometheus is down
+        raise web.HTTPError(502, f"Prometheus does not answer: {answer.error}")
+    handler.set_status(answer.code)
+    for name in KEPT_HEADERS:
+        if name in answer.headers:
+            handler.set_header(name, answer.headers[name])
+    handler.finish(answer.body)
 
 
 class Forward(HubOAuthenticated, web.RequestHandler):
@@ -44,19 +70,22 @@ class Forward(HubOAuthenticated, web.RequestHandler):
         if not path:
             self.redirect(url_path_join(os.environ["JUPYTERHUB_SERVICE_PREFIX"], HOME))
             return
-        url = f"{PROMETHEUS}/{path}"
-        if self.request.query:
-            url += "?" + self.request.query
-        answer = await AsyncHTTPClient().fetch(
-            url, raise_error=False, follow_redirects=False, request_timeout=60
-        )
-        if answer.code == 599:  # no answer at all: Prometheus is down
-            raise web.HTTPError(502, f"Prometheus does not answer: {answer.error}")
-        self.set_status(answer.code)
-        for name in KEPT_HEADERS:
-            if name in answer.headers:
-                self.set_header(name, answer.headers[name])
-        self.finish(answer.body)
+        # A page load sets the _xsrf cookie (JupyterHub's, for this prefix): the console's
+        # graphs send its token with their queries, which HubOAuth requires of requests that
+        # are not page loads (swarmhub.lib).
+        self.xsrf_token  # noqa: B018 (the property sets the cookie)
+        await forward(self)
+
+
+class Static(web.RequestHandler):
+    """Prometheus's static files (the console library's scripts, styles and fonts: Debian's
+    packaged files, no data), without login: a browser fetches fonts in CORS mode, without
+    the _xsrf header HubOAuth would ask of them."""
+
+    async def get(self, path: str) -> None:
+        if not STATIC_NAME.fullmatch(below_prefix(self)) or ".." in path:
+            raise web.HTTPError(404)  # a file's name, nothing that could lead elsewhere
+        await forward(self)
 
 
 def main() -> None:
@@ -69,6 +98,7 @@ def main() -> None:
         [
             (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
             (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
+            (prefix + STATIC + "(.*)", Static),
             (prefix + "(.*)", Forward),
         ],
         # The login cookie is this process's alone: a restart asks the hub again (no prompt).

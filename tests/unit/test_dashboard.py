@@ -131,7 +131,12 @@ async def serve(front, monkeypatch: pytest.MonkeyPatch, *, logged_in: bool) -> d
         monkeypatch.setattr(front.Forward, "get_current_user", lambda self: {"name": "ann"})
     prefix = "/services/prometheus/"
     app = web.Application(
-        [(prefix + "(.*)", front.Forward)], cookie_secret="x", login_url="/hub/login"
+        [
+            (prefix + front.STATIC + "(.*)", front.Static),
+            (prefix + "(.*)", front.Forward),
+        ],
+        cookie_secret="x",
+        login_url="/hub/login",
     )
     with open(front.os.environ["SWARMHUB_TOKEN_FILE"]) as f:
         front.os.environ["JUPYTERHUB_API_TOKEN"] = f.read().strip()
@@ -140,7 +145,13 @@ async def serve(front, monkeypatch: pytest.MonkeyPatch, *, logged_in: bool) -> d
     client = AsyncHTTPClient()
     answers = {}
     try:
-        for path in ("api/v1/query?query=up", "", "x"):
+        for path in (
+            "api/v1/query?query=up",
+            "",
+            "x",
+            "classic/static/js/prom_console.js",
+            "classic/static/%2e%2e/api/v1/query?query=up",
+        ):
             answer = await client.fetch(
                 f"http://127.0.0.1:{front_port}{prefix}{path}",
                 raise_error=False,
@@ -161,6 +172,14 @@ def test_nobody_logged_in_is_sent_to_the_hubs_login(front, monkeypatch) -> None:
     assert location.path == "/hub/api/oauth2/authorize"  # the real HubOAuth's redirect
     assert parse_qs(location.query)["client_id"] == ["service-prometheus"]
     assert b"path" not in answer.body  # nothing of Prometheus's
+
+
+def test_static_files_pass_without_login_and_lead_nowhere_else(front, monkeypatch) -> None:
+    answers = asyncio.run(serve(front, monkeypatch, logged_in=False))
+    static = answers["classic/static/js/prom_console.js"]
+    assert static.code == 200  # fonts are fetched in CORS mode, without the _xsrf header
+    assert b'"path": "classic/static/js/prom_console.js"' in static.body
+    assert answers["classic/static/%2e%2e/api/v1/query?query=up"].code == 404
 
 
 def test_a_user_let_in_reaches_prometheus_below_the_prefix(front, monkeypatch) -> None:
