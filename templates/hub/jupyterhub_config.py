@@ -224,6 +224,8 @@ if env.get("METRICS_API_TOKEN"):
                 "users": sorted(listed("ADMIN_USERS")),
             }
         )
+    # jupyterhub_active_users (the dashboard's active users) every minute, not every hour.
+    c.PeriodicMetricsCollector.active_users_update_interval = 60
     c.JupyterHub.services.append(PROMETHEUS)
     c.JupyterHub.load_roles.append(
         {"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]}

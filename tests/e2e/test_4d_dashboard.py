@@ -16,6 +16,7 @@ from playwright.sync_api import Browser
 from swarmhub.ports import DASHBOARD_PORT
 from tests.cli import ROOT
 from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, PROXY, PROXY_URL, SETTINGS, student
+from tests.e2e.test_4c_metrics import wait_for_value
 from tests.e2e.test_7b_isolation import REACH
 from tests.e2e.test_8_browser import browser, log_in  # noqa: F401 (the browser fixture)
 
@@ -34,6 +35,10 @@ def servers(cluster: Path):
     for one in started:
         one.login()
         one.start_server()
+    # Their memory in Prometheus (swarmhub-server-metrics' round, then the scrape), so that
+    # the console's table, made when the page is, names them.
+    wanted = "|".join(USERS)
+    wait_for_value(cluster, f'count(swarmhub_server_memory_bytes{{user=~"{wanted}"}})', 2, 120)
     yield started
     for one in started:
         one.stop_server()
