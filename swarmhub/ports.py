@@ -25,4 +25,8 @@ ALERTMANAGER_PORT = 9093
 BLACKBOX_PORT = 9115
 NODE_EXPORTER_PORT = 9100
 CHP_METRICS_PORT = 8002
+# The admins' dashboard's front (swarmhub-dashboard, HubOAuth before Prometheus): on the hub's
+# address on Docker's default bridge only, where chp reaches it; the firewall lets the hub's
+# containers in, nothing else.
+DASHBOARD_PORT = 9099
 DOCKER_METRICS_PORT = 9323

@@ -10,3 +10,6 @@ from pathlib import Path
 # Read by hub.deploy (its content is part of the hub's config digest) and imported by the
 # hub's jupyterhub_config.py as the top-level module `swarmhub_spawner`.
 SPAWNER_MODULE = Path(__file__).with_name("swarmhub_spawner.py")
+# The admins' dashboard's front (HubOAuth before Prometheus): copied to the hub by
+# monitor.metrics, run there from the hub image by the swarmhub-dashboard unit.
+DASHBOARD_MODULE = Path(__file__).with_name("dashboard.py")

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from swarmhub.errors import SwarmhubError
 from swarmhub.parallel import pool_width
-from swarmhub.ports import CHP_PORT, DOCKER_METRICS_PORT, NODE_EXPORTER_PORT
+from swarmhub.ports import CHP_PORT, DASHBOARD_PORT, DOCKER_METRICS_PORT, NODE_EXPORTER_PORT
 from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, file_differs, unit_state_command
 from swarmhub.runbook.host import HostView
@@ -92,6 +92,9 @@ def render_rules(
         hub="hub" in roles,
         chp_port=CHP_PORT,
         containers="{ " + ", ".join(CONTAINER_INTERFACES) + " }",
+        # chp (a container of the hub's) to the admins' dashboard, which listens on Docker's
+        # default bridge only (monitor.metrics): the one port of the hub containers reach.
+        dashboard_port=DASHBOARD_PORT if "hub" in roles and settings.metrics == "on" else "",
         cluster_tcp_ports=_ports(list(settings.firewall_cluster_tcp_ports))
         if settings.firewall_cluster_tcp_ports
         else "",

@@ -18,6 +18,7 @@ from swarmhub.ports import (
     CHP_API_PORT,
     CHP_METRICS_PORT,
     CHP_PORT,
+    DASHBOARD_PORT,
     HUB_API,
     HUB_PORT,
     USER_SERVER_PORT,
@@ -148,6 +149,9 @@ def hub_settings_env(settings: Settings) -> str:
         # by each server when it starts (KERNEL_EGRESS=allow-list).
         "KERNEL_EGRESS_NAMES": ",".join(egress_names(settings)),
     }
+    if settings.metrics == "on":
+        # The admins' dashboard (monitor.metrics): the hub routes /services/prometheus/ there.
+        values["DASHBOARD_PORT"] = str(DASHBOARD_PORT)
     if settings.profiles_file is not None:
         # The profiles and their groups (profiles.json beside the config); without it the
         # hub has one profile, made of the values above.
@@ -285,6 +289,7 @@ def render_compose(settings: Settings) -> str:
         chp_address=overlay.chp,
         hub_address=overlay.hub,
         profiles=PROFILES_JSON if settings.profiles_file is not None else "",
+        dashboard=settings.metrics == "on",
     )
 
 

@@ -19,6 +19,12 @@ A config or rules file is written beside its place first, checked there (promtoo
 config, which checks the rules too; amtool check-config) and only then installed and
 reloaded: a file they reject stops the run and the running config is kept.
 
+The admins' dashboard: a console template of ours (templates/metrics/swarmhub.html) that
+Prometheus serves, behind the hub's login: swarmhub-dashboard (swarmhub/hubside/dashboard.py,
+run from the hub image on the host's network) is the hub's `prometheus` service, HubOAuth in
+front of Prometheus; chp routes /services/prometheus/ to it, Prometheus's external URL is that
+path (its own routes stay at / on the loopback). Only the hub's admins are let in (a role).
+
 METRICS=off removes the packages' services from the runbook's care: they are stopped and
 disabled (their data is kept, in /var/lib/prometheus).
 """
@@ -30,12 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from swarmhub.errors import SwarmhubError
+from swarmhub.hubside import DASHBOARD_MODULE
 from swarmhub.ports import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     CHP_METRICS_PORT,
     CHP_PORT,
+    DASHBOARD_PORT,
     DOCKER_METRICS_PORT,
+    HUB_API,
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
 )
@@ -52,7 +61,8 @@ from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
 from swarmhub.settings import Settings
 from swarmhub.steps.firewall import cluster_addresses
-from swarmhub.templates import render, serialize
+from swarmhub.steps.images import image_ref
+from swarmhub.templates import TEMPLATES_DIR, render, serialize
 
 SCRAPE_INTERVAL = "15s"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
@@ -78,6 +88,18 @@ ALERTMANAGER_CONFIG = f"{PROM_DIR}/alertmanager.yml"
 BLACKBOX_CONFIG = f"{PROM_DIR}/blackbox.yml"
 HUB_TOKEN = f"{PROM_DIR}/jupyterhub-metrics-token"
 ALERT_CA = f"{PROM_DIR}/alert-ca.pem"
+
+# The admins' dashboard (see the module's docstring).
+DASHBOARD_SERVICE = "prometheus"  # the hub's service: its token scrapes /hub/metrics too
+DASHBOARD_PREFIX = f"/services/{DASHBOARD_SERVICE}/"
+DASHBOARD_UNIT = "swarmhub-dashboard.service"
+DASHBOARD_PATH = "/usr/local/lib/swarmhub/swarmhub-dashboard.py"
+CONSOLES_DIR = f"{PROM_DIR}/swarmhub-consoles"
+CONSOLE = f"{CONSOLES_DIR}/swarmhub.html"
+# Prometheus's console library, ours: Debian's package has it among its examples only.
+CONSOLE_LIBRARIES = f"{PROM_DIR}/swarmhub-console-libraries"
+CONSOLE_LIBRARY = f"{CONSOLE_LIBRARIES}/swarmhub.lib"
+CONSOLE_TEMPLATE = TEMPLATES_DIR / "metrics" / "swarmhub.html"
 
 NODE_EXPORTER = "prometheus-node-exporter"
 PROMETHEUS = "prometheus"
@@ -130,12 +152,23 @@ def node_exporter_args() -> str:
     )
 
 
+def dashboard_url(settings: Settings) -> str:
+    """The dashboard's public address: Prometheus's external URL (its pages' links, the
+    alerts' links)."""
+    return settings.public_url().rstrip("/") + DASHBOARD_PREFIX
+
+
 def prometheus_args(settings: Settings) -> str:
+    # --web.route-prefix=/: Prometheus answers at / on the loopback (invoke metrics, its
+    # scrapes, Alertmanager), the dashboard's front strips the public prefix.
     return (
         f'ARGS="--config.file={PROMETHEUS_CONFIG} '
         "--storage.tsdb.path=/var/lib/prometheus/metrics2/ "
         f"--storage.tsdb.retention.time={settings.metrics_retention} "
-        f'--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"'
+        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT} "
+        f"--web.external-url={dashboard_url(settings)} --web.route-prefix=/ "
+        f"--web.console.templates={CONSOLES_DIR} "
+        f'--web.console.libraries={CONSOLE_LIBRARIES}"'
     )
 
 
@@ -455,6 +488,56 @@ def alertmanager_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def mount_prefixes(path: str) -> str:
+    """A regex of ``path``'s mount points that can hold it: itself and its parents."""
+    parts = [p for p in path.split("/") if p]
+    prefixes = ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+    return "|".join(prefixes)
+
+
+def console(settings: Settings) -> str:
+    """Our console template, its hosts and disks filled in (plain replacement: the file is a
+    Go template, whose braces Jinja would take)."""
+    hub_paths = (settings.hub_dir, "/var/lib/docker", "/var/lib/prometheus")
+    hub_disks = "|".join(dict.fromkeys("|".join(map(mount_prefixes, hub_paths)).split("|")))
+    values = {
+        "__HUB__": settings.hub_host,
+        "__STORAGE__": settings.storage_name,
+        "__HUB_DISKS__": hub_disks,
+        "__HOMES_DISKS__": mount_prefixes(settings.homes_dir),
+    }
+    text = CONSOLE_TEMPLATE.read_text()
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return text
+
+
+def render_dashboard_unit(settings: Settings) -> str:
+    return render(
+        "systemd/swarmhub-dashboard.service.j2",
+        image=image_ref(settings, "hub"),
+        program=DASHBOARD_PATH,
+        token=HUB_TOKEN,
+        port=DASHBOARD_PORT,
+        prefix=DASHBOARD_PREFIX,
+        service=DASHBOARD_SERVICE,
+        hub_api=HUB_API,
+        prometheus=f"http://127.0.0.1:{PROMETHEUS_PORT}",
+    )
+
+
+def ensure_dashboard(settings: Settings, hub: HostView) -> Steps:
+    """Our console in Prometheus's console directory, and the front that serves it to the
+    hub's admins (restarted when its program, unit or the hub image changed)."""
+    yield from ensure_file(
+        hub, CONSOLE_LIBRARY, render("metrics/swarmhub.lib"), describe="the console library"
+    )
+    yield from ensure_file(hub, CONSOLE, console(settings), describe="the admins' dashboard")
+    program = FileWrite.of(DASHBOARD_PATH, DASHBOARD_MODULE.read_text(), mode="0644")
+    files = tuple(f for f in (program,) if file_differs(hub, f.path, f.content, f.mode, f.owner))
+    yield from ensure_unit(hub, DASHBOARD_UNIT, render_dashboard_unit(settings), extra_files=files)
+
+
 # --- probing ---
 
 
@@ -624,13 +707,14 @@ def apply_hub(ctx: StepContext, hub: HostView) -> Steps:
     )
     for service in HUB_SERVICES:
         yield from ensure_running(hub, service)
+    yield from ensure_dashboard(settings, hub)
     if not settings.alert_webhook_url:
         yield Note("alerts are not sent anywhere (ALERT_WEBHOOK_URL empty): see invoke metrics")
     yield Note(disk_budget(settings))
 
 
 def apply_off(host: HostView) -> Steps:
-    services = HUB_SERVICES if "hub" in host.roles else (NODE_EXPORTER,)
+    services = (*HUB_SERVICES, DASHBOARD_UNIT) if "hub" in host.roles else (NODE_EXPORTER,)
     if "node" in host.roles:
         services = (*services, SERVER_METRICS_UNIT)
     for service in services:

@@ -3,6 +3,7 @@
 # the env file), so this file reads the same on every deployment.
 import json
 import os
+import socket
 import sys
 
 # The spawner and its spawn queue are swarmhub_spawner.py, beside this file (hub.deploy writes
@@ -205,7 +206,27 @@ if PROFILES["groups"]:
     )
 if env.get("METRICS_API_TOKEN"):
     # Prometheus on the hub host scrapes /hub/metrics with this token (monitor.metrics).
-    c.JupyterHub.services.append({"name": "prometheus", "api_token": env["METRICS_API_TOKEN"]})
+    PROMETHEUS = {"name": "prometheus", "api_token": env["METRICS_API_TOKEN"]}
+    if env.get("DASHBOARD_PORT"):
+        # The admins' dashboard: swarmhub-dashboard (HubOAuth before Prometheus, run by
+        # monitor.metrics on the hub's host) listens on swarmhub-host, the host's address on
+        # Docker's default bridge (compose.yml's host-gateway), resolved here for chp, which
+        # routes /services/prometheus/ to it. Only the role below lets a user in: another
+        # user gets the hub's 403. No consent page: it is the hub's own service.
+        DASHBOARD_ADDRESS = socket.gethostbyname("swarmhub-host")
+        PROMETHEUS["url"] = f"http://{DASHBOARD_ADDRESS}:{env['DASHBOARD_PORT']}"
+        PROMETHEUS["oauth_no_confirm"] = True
+        c.JupyterHub.load_roles.append(
+            {
+                "name": "dashboard",
+                "description": "the admins' dashboard (Prometheus, /services/prometheus/)",
+                "scopes": ["access:services!service=prometheus"],
+                "users": sorted(listed("ADMIN_USERS")),
+            }
+        )
+    # jupyterhub_active_users (the dashboard's active users) every minute, not every hour.
+    c.PeriodicMetricsCollector.active_users_update_interval = 60
+    c.JupyterHub.services.append(PROMETHEUS)
     c.JupyterHub.load_roles.append(
         {"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]}
     )

@@ -22,6 +22,7 @@ from swarmhub.ports import (
     ALERTMANAGER_PORT,
     BLACKBOX_PORT,
     CHP_METRICS_PORT,
+    DASHBOARD_PORT,
     DOCKER_METRICS_PORT,
     NODE_EXPORTER_PORT,
     PROMETHEUS_PORT,
@@ -42,6 +43,7 @@ MONITORING_PORTS = (
     BLACKBOX_PORT,
     NODE_EXPORTER_PORT,
     CHP_METRICS_PORT,
+    DASHBOARD_PORT,  # the admins' dashboard's front: reached by chp on the hub alone
     DOCKER_METRICS_PORT,
 )
 USERS = ("metrics-ann", "metrics-bob", "metrics-cem")
@@ -196,10 +198,12 @@ def test_metrics_off_stops_them_and_on_starts_them_again(cluster: Path, tmp_path
     result = run("invoke", "monitor.metrics", env_file=off)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "stopped prometheus (METRICS=off)" in result.stdout
+    assert "stopped swarmhub-dashboard.service (METRICS=off)" in result.stdout  # the admins'
     asked = run("invoke", "metrics", env_file=off)
     assert asked.returncode == 1 and "METRICS=off" in asked.stderr, asked.stderr
     result = run("invoke", "monitor.metrics", env_file=cluster)
     assert result.returncode == 0 and "started prometheus" in result.stdout, result.stdout
+    assert "swarmhub-dashboard.service started" in result.stdout
     wait_for_value(cluster, 'sum(up{job="node"})', len(NODE_LIST) + 2, timeout=60)
 
 
