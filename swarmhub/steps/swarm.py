@@ -188,12 +188,22 @@ def join_command(
 
 
 def member_of_this_swarm(ctx: StepContext, node: HostView) -> bool:
-    """The hub's swarm knows the node's swarm identity (not one of a swarm that is gone)."""
+    """The hub's swarm knows the node's swarm identity (not one of a swarm that is gone).
+
+    Only a clear answer says "gone": leaving restarts Docker on the node, which stops every
+    server there. A listing that failed or came back empty (a busy or restarting manager:
+    it lists itself at least), or a node that did not say its identity, is refused instead."""
     node_id = node.probe("docker info --format '{{.Swarm.NodeID}}'").stdout.strip()
     known = ctx.remember(
         "swarm_node_ids",
         lambda: ctx.hub.probe("docker node ls --format '{{.ID}}' 2>/dev/null").stdout.split(),
     )
+    if not node_id or not known:
+        raise SwarmhubError(
+            f"{node.name}: cannot tell whether it belongs to the swarm of {ctx.hub.name} "
+            f"({'the hub did not list its nodes' if not known else 'it did not say its id'}): "
+            "nothing changed; run swarm.join again"
+        )
     return node_id in known
 
 

@@ -204,7 +204,9 @@ def test_prometheus_knows_its_public_address_and_keeps_its_routes(tmp_path: Path
 
 
 def test_the_console_names_the_hosts_and_disks(tmp_path: Path) -> None:
-    loaded = course(tmp_path, "STORAGE_HOST=store\nHOMES_DIR=/data/homes\n")
+    # (a storage host apart backs up with restic itself: BACKUP_TARGET is then needed)
+    extra = "STORAGE_HOST=store\nHOMES_DIR=/data/homes\nBACKUP_TARGET=sftp://vault/srv/restic\n"
+    loaded = course(tmp_path, extra)
     text = metrics.console(loaded)
     assert "__" not in text.replace("__HUB_DISKS__", "")  # every placeholder filled
     assert "host='store',mountpoint=~'/|/data|/data/homes'" in text
