@@ -81,10 +81,24 @@ def hub_api(
     )
 
 
-def version_through_proxy() -> str:
+def version_through_proxy(wait: float = 30) -> str:
+    """The hub's version through the public proxy. Seen once (CI of 2026-12-01): right after
+    hub.upgrade returned, one 503 from chp (the hub not listening for a moment): asked again
+    for up to ``wait`` seconds, and said when it took more than one try."""
     session = requests.Session()
     session.trust_env = False
-    return session.get(f"{PROXY_URL}/hub/api/", verify=str(CERT), timeout=30).json()["version"]
+    deadline = time.monotonic() + wait
+    tries = 0
+    while True:
+        tries += 1
+        answer = session.get(f"{PROXY_URL}/hub/api/", verify=str(CERT), timeout=30)
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if tries > 1:
+        print(f"/hub/api/ through the proxy: {answer.status_code} after {tries} tries")
+    assert answer.status_code == 200, (answer.status_code, answer.text[:200])
+    return answer.json()["version"]
 
 
 def student(name: str) -> Student:
