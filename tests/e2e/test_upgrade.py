@@ -97,8 +97,7 @@ def version_through_proxy(wait: float = 30) -> str:
         time.sleep(1)
     if tries > 1:
         print(f"/hub/api/ through the proxy: {answer.status_code} after {tries} tries")
-    assert answer.status_code == 200, (answer.status_code, answer.text[:200])
-    return answer.json()["version"]
+    return answer.json()["version"]  # not JSON (a 503's page): ValueError, as before
 
 
 def student(name: str) -> Student:
