@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -151,3 +152,20 @@ def ensure_vm_image(settings: Settings, log: Callable[[str], None]) -> str:
     if proc.returncode != 0:
         raise SwarmhubError(f"building the VM image failed: {local.last_line(proc.stderr)}")
     return tag
+
+
+def main() -> int:
+    """Build the VM image of the active env (SWARMHUB_ENV) if it is missing: scripts/test runs
+    it once before its sandboxes come up side by side, so that they do not each build it."""
+    from swarmhub.settings import load
+
+    try:
+        print(ensure_vm_image(load(), lambda line: print(f"sandbox: {line}", flush=True)))
+    except SwarmhubError as error:
+        print(f"sandbox: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
