@@ -435,7 +435,7 @@ SCHEMA: dict[str, Key] = {
     "FIREWALL_CLUSTER_TCP_PORTS": Key(
         _ports, "", "more TCP ports open between the hosts (9418: the sandbox's git server)"
     ),
-    # Log shipping and alerts (the swarmhub-agent on every host; off when both are empty)
+    # Log shipping (rsyslog, monitor.logs) and alerts (the swarmhub-agent, monitor.deploy)
     "SYSLOG_URL": Key(_syslog_url, "", "remote syslog for every log: tls://, tcp:// or udp://"),
     "SYSLOG_CA_FILE": Key(_path, "", "PEM CA bundle to check the syslog server; empty: system"),
     "ALERT_WEBHOOK_URL": Key(_webhook_url, "", "Slack-compatible webhook for alerts (a secret)"),

@@ -1,21 +1,26 @@
 #!/usr/bin/env python3
-"""swarmhub-agent: ships this host's logs to a remote syslog and posts alerts to a webhook.
+"""swarmhub-agent: the alerts that no packaged tool raises, posted to a webhook.
 
 Installed on every host by `invoke monitor.deploy` as the systemd service swarmhub-agent,
 configured by /etc/swarmhub/agent.env (0600: the webhook URL is a secret). Python's standard
 library only, so that it runs on any Debian host with python3.
 
-What it reads:
-- every container of this host's Docker engine (the hub stack on the hub, users' servers on
-  the nodes), through the Docker API on its Unix socket; new containers as they start;
-- the Docker daemon's journal (``journalctl -u docker``);
-- nginx's access and error logs on the proxy;
-- on the swarm manager, the state of the swarm's nodes (unless METRICS=on: Prometheus's
-  HostDown alert replaces that one).
+Log shipping is rsyslog's (monitor.logs: the journal, over TLS, TCP or UDP, with a
+disk-assisted queue), the host-down, disk, certificate and backup alerts are Prometheus's
+(monitor.metrics). The agent keeps what neither does:
+- an OOM kill in a user's server named by user and memory limit (Docker's "oom" event and
+  the container's JUPYTERHUB_USER and limit; no exporter names the user), also counted for
+  Prometheus in the node exporter's textfile directory;
+- a dead kernel folded into the OOM kill that caused it (one alert, not two);
+- a failed or refused start naming the user (JupyterHub's metrics count them, unnamed);
+- a burst of 5xx answers in nginx's access log on the proxy.
+
+What it reads: the logs of every container of this host's Docker engine (through the Docker
+API on its Unix socket; the journald log driver answers it as json-file did), nginx's access
+log on the proxy, and on the swarm manager the swarm's nodes (unless METRICS=on: Prometheus's
+HostDown alert replaces that one).
 
 What it sends:
-- each line as an RFC 5424 syslog message (Papertrail and rsyslog take them), over UDP, TCP
-  or TCP with TLS, when SYSLOG_URL is set;
 - alerts as Slack-compatible JSON (``{"text": ...}``) to ALERT_WEBHOOK_URL, when set: failed
   spawns, dead kernels, OOM kills (naming the user), bursts of 5xx answers, a node down;
   one per cause and subject per ALERT_MIN_INTERVAL, at most ALERT_MAX_PER_MINUTE in all;
@@ -30,11 +35,9 @@ import collections
 import http.client
 import json
 import os
-import queue
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -42,14 +45,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 DOCKER_SOCKET = "/var/run/docker.sock"
-NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
+NGINX_ACCESS_LOG = "/var/log/nginx/access.log"
 SERVICE_LABEL = "com.docker.swarm.service.name"
-FACILITY_USER = 1
-SEVERITY = {"error": 3, "warning": 4, "info": 6}
-UDP_MAX_BYTES = 1024  # Papertrail's limit for one UDP message
 OOM_METRIC = "swarmhub_server_oom_kills_total"
 OOM_LAST_METRIC = "swarmhub_server_last_oom_kill_timestamp_seconds"
 OOM_METRIC_FILE = "/var/lib/prometheus/node-exporter/swarmhub_oom.prom"
@@ -64,25 +63,6 @@ class Line:
     app: str
     text: str
     user: str = ""
-
-
-def severity_of(text: str) -> str:
-    """JupyterHub's and Jupyter's ``[E ...]``/``[W ...]`` prefixes, nginx's [error], the rest."""
-    head = text[:40]
-    if re.match(r"\[[EC] ", head) or "[error]" in head or "[crit]" in head or " ERROR" in head:
-        return "error"
-    if re.match(r"\[W ", head) or "[warn]" in head or " WARNING" in head:
-        return "warning"
-    return "info"
-
-
-def syslog_message(line: Line, hostname: str, when: datetime) -> str:
-    """RFC 5424, one line: ``<PRI>1 TIMESTAMP HOST APP - - - MSG``."""
-    priority = FACILITY_USER * 8 + SEVERITY[severity_of(line.text)]
-    app = re.sub(r"[^\x21-\x7e]", "_", line.app)[:48] or "-"
-    stamp = when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    text = line.text.replace("\n", " ").rstrip()
-    return f"<{priority}>1 {stamp} {hostname} {app} - - - {text}"
 
 
 # JupyterHub 5's words for a spawn that failed: an error, a timeout, a handler's error.
@@ -385,12 +365,8 @@ class Agent:
     def __init__(self, environ: dict[str, str]) -> None:
         self.host = environ.get("SWARMHUB_HOST") or socket.gethostname()
         self.roles = set(filter(None, environ.get("SWARMHUB_ROLES", "").split(",")))
-        self.lines: queue.Queue[tuple[Line, datetime]] = queue.Queue(maxsize=20000)
-        self.dropped = 0
         self.following: set[str] = set()
         self.lock = threading.Lock()
-        self.syslog_url = environ.get("SYSLOG_URL", "")
-        self.syslog_ca = environ.get("SYSLOG_CA_FILE", "")
         self.webhook = environ.get("ALERT_WEBHOOK_URL", "")
         self.webhook_ca = environ.get("ALERT_CA_FILE", "")
         self.alerter = Alerter(
@@ -412,11 +388,6 @@ class Agent:
     # -- intake --
 
     def take(self, line: Line) -> None:
-        if self.syslog_url:
-            try:
-                self.lines.put_nowait((line, datetime.now(UTC)))
-            except queue.Full:
-                self.dropped += 1
         if self.webhook:
             self.check(line)
 
@@ -437,9 +408,8 @@ class Agent:
                 )
 
     def note(self, text: str) -> None:
-        """The agent's own line: to its journal, and shipped like any other."""
+        """The agent's own line: to its journal (rsyslog ships it with the rest)."""
         print(text, file=sys.stderr, flush=True)
-        self.take(Line("swarmhub-agent", text))
 
     # -- containers --
 
@@ -471,7 +441,7 @@ class Agent:
         while True:
             try:
                 now = int(time.time())
-                for container in docker_get("/containers/json"):
+                for container in docker_get("/containers/json") if self.webhook else []:
                     self.start_follower(container["Id"], now)
                 path = f"/events?filters={urllib.parse.quote(filters)}&since={now}"
                 response = docker_get(path, stream=True)
@@ -484,7 +454,7 @@ class Agent:
     def on_event(self, event: dict) -> None:
         container_id = event.get("id") or event.get("Actor", {}).get("ID", "")
         action = event.get("Action") or event.get("status")
-        if action == "start":
+        if action == "start" and self.webhook:
             self.start_follower(container_id, int(event.get("time", time.time())) - 1)
         elif action == "oom":
             try:
@@ -494,7 +464,7 @@ class Agent:
             app, user = container_app_and_user(info)
             limit = int((info.get("HostConfig") or {}).get("Memory") or 0)
             alert = oom_alert(user, app, self.host, limit)
-            self.take(Line("swarmhub-agent", alert.text, user))
+            self.note(alert.text)
             if self.metrics and user:
                 key = (user, app)
                 self.oom_kills[key] = self.oom_kills.get(key, 0) + 1
@@ -507,18 +477,7 @@ class Agent:
             if self.webhook:
                 self.alerter.raise_alert(alert)
 
-    # -- the daemon's journal, nginx's files --
-
-    def follow_command(self, app: str, argv: list[str]) -> None:
-        while True:
-            try:
-                with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
-                    assert process.stdout is not None
-                    for text in process.stdout:
-                        self.take(Line(app, text.rstrip("\n")))
-            except OSError as error:
-                print(f"{argv[0]}: {error}", file=sys.stderr, flush=True)
-            time.sleep(5)
+    # -- nginx's access log --
 
     def follow_file(self, app: str, path: str) -> None:
         """``tail -F`` from the end: survives rotation (a new inode) and truncation."""
@@ -550,7 +509,7 @@ class Agent:
                     state = node.get("Status", {}).get("State", "unknown")
                     if known.get(name) == "ready" and state != "ready":
                         self.alerter.raise_alert(node_down_alert(name, state))
-                        self.take(Line("swarmhub-agent", f"swarm node {name} is {state}"))
+                        self.note(f"swarm node {name} is {state}")
                     known[name] = state
             except (OSError, http.client.HTTPException, ValueError) as error:
                 print(f"docker nodes: {error}", file=sys.stderr, flush=True)
@@ -573,29 +532,6 @@ class Agent:
                 print(f"alert not sent (try {attempt}): {error}", file=sys.stderr, flush=True)
                 time.sleep(2 * attempt)
 
-    def ship(self) -> None:
-        url = urllib.parse.urlsplit(self.syslog_url)
-        address = (url.hostname or "", url.port or 514)
-        sender: SyslogSender = (
-            UdpSender(address)
-            if url.scheme == "udp"
-            else TcpSender(address, url.scheme == "tls", self.syslog_ca)
-        )
-        while True:
-            line, when = self.lines.get()
-            message = syslog_message(line, self.host, when)
-            while not sender.send(message):
-                time.sleep(2)  # the receiver is away: keep the line, try again
-            if self.dropped:
-                dropped, self.dropped = self.dropped, 0
-                sender.send(
-                    syslog_message(
-                        Line("swarmhub-agent", f"{dropped} lines dropped (queue full)"),
-                        self.host,
-                        datetime.now(UTC),
-                    )
-                )
-
     def tick(self) -> None:
         while True:
             time.sleep(1)
@@ -603,81 +539,20 @@ class Agent:
 
     def run(self) -> None:
         workers: list[tuple[Callable[..., None], tuple]] = [(self.tick, ())]
-        if self.syslog_url:
-            workers.append((self.ship, ()))
         if self.roles & {"hub", "node"}:
             workers.append((self.watch_events, ()))
-            workers.append(
-                (
-                    self.follow_command,
-                    (
-                        "dockerd",
-                        ["journalctl", "-f", "-n", "0", "-o", "cat", "-u", "docker.service"],
-                    ),
-                )
-            )
         if "hub" in self.roles and not self.metrics:
             workers.append((self.watch_nodes, ()))
-        if "proxy" in self.roles:
-            workers.append((self.follow_file, ("nginx-access", NGINX_LOGS[0])))
-            workers.append((self.follow_file, ("nginx-error", NGINX_LOGS[1])))
+        if "proxy" in self.roles and self.webhook:
+            workers.append((self.follow_file, ("nginx-access", NGINX_ACCESS_LOG)))
         for target, args in workers:
             threading.Thread(target=target, args=args, daemon=True).start()
-        where = self.syslog_url.split("://")[0] if self.syslog_url else "no syslog"
         self.note(
             f"swarmhub-agent started on {self.host} ({','.join(sorted(self.roles))}): "
-            f"shipping: {where}; alerts: {'on' if self.webhook else 'off'}"
+            f"alerts: {'on' if self.webhook else 'off'}"
         )
         while True:
             time.sleep(3600)
-
-
-class SyslogSender:
-    def send(self, message: str) -> bool:
-        raise NotImplementedError
-
-
-class UdpSender(SyslogSender):
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    def send(self, message: str) -> bool:
-        try:
-            self.sock.sendto(message.encode()[:UDP_MAX_BYTES], self.address)
-            return True
-        except OSError:
-            return False
-
-
-class TcpSender(SyslogSender):
-    """Newline-framed messages over TCP, optionally TLS (verified), reconnecting as needed."""
-
-    def __init__(self, address: tuple[str, int], tls: bool, cafile: str) -> None:
-        self.address, self.tls, self.cafile = address, tls, cafile
-        self.sock: socket.socket | None = None
-
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(self.address, timeout=10)
-        if self.tls:
-            context = ssl.create_default_context(cafile=self.cafile or None)
-            sock = context.wrap_socket(sock, server_hostname=self.address[0])
-        return sock
-
-    def send(self, message: str) -> bool:
-        try:
-            if self.sock is None:
-                self.sock = self.connect()
-            self.sock.sendall(message.encode() + b"\n")
-            return True
-        except OSError as error:
-            print(
-                f"syslog {self.address[0]}:{self.address[1]}: {error}", file=sys.stderr, flush=True
-            )
-            if self.sock:
-                self.sock.close()
-            self.sock = None
-            return False
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from swarmhub.observe.remote import in_parallel, reach
 from swarmhub.observe.sources import HOST_SERVICES, log_sources
 from swarmhub.runbook.host import Host
 from swarmhub.settings import Settings, check_local_files
-from swarmhub.steps import metrics
+from swarmhub.steps import logs, metrics
 from swarmhub.steps.docker_engine import DAEMON_JSON
 from swarmhub.steps.images import REGISTRY_CONFIG_PATH
 from swarmhub.steps.proxy import SITE_PATH
@@ -78,6 +78,10 @@ def config_paths(settings: Settings, roles: tuple[str, ...]) -> list[str]:
         paths.append(DAEMON_JSON)
     if "proxy" in roles:
         paths.append(SITE_PATH)
+    # journald's limits on every host; where its lines go (rsyslog's forwarding, no secret)
+    paths.append(logs.JOURNALD_CONF)
+    if settings.syslog_url:
+        paths.append(logs.RSYSLOG_CONF)
     paths += homes_config_paths(settings, roles)
     return [mask.refuse_secrets_dir(path, settings.hub_dir) for path in dict.fromkeys(paths)]
 

@@ -6,7 +6,9 @@ on a node, every student server there. The change says so (`restarts="Docker"`),
 session refuses it where servers run unless the task runs with --restart-nodes, which
 restarts one node at a time, each taking no new servers meanwhile. Turning METRICS on or off
 on a deployed cluster is such a change (daemon.json's metrics-addr, the engine's metrics for
-Prometheus): plan shows it, with the servers that would stop.
+Prometheus): plan shows it, with the servers that would stop. So is the log driver's change
+from json-file to journald (monitor.logs ships the journal): on a cluster deployed before it,
+`invoke docker.install --restart-nodes` drains and restarts the nodes one at a time.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def provisioner_nameservers(resolv_conf: str) -> list[str]:
 
 
 def daemon_config(settings: Settings, dns: list[str]) -> dict[str, object]:
-    """daemon.json: rotated json-file logs, the hub's registry trusted, DNS when set, the
+    """daemon.json: containers' logs in the journal (rsyslog ships them, `docker logs` reads
+    them; each line named by its container), the hub's registry trusted, DNS when set, the
     engine's metrics for Prometheus when METRICS is on."""
     config: dict[str, object] = {
-        "log-driver": "json-file",
-        "log-opts": {"max-size": "10m", "max-file": "3"},
+        # journald's size limits rotate them (monitor.logs raises only its rate limit).
+        "log-driver": "journald",
+        "log-opts": {"tag": "{{.Name}}"},
         "insecure-registries": [registry_address(settings)],
     }
     if dns:

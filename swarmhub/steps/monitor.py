@@ -1,10 +1,15 @@
-"""monitor.deploy: the swarmhub-agent on every host — log shipping to a remote syslog and
-alerts to a webhook, from the env file; absent (stopped and removed) when both are off.
+"""monitor.deploy: the swarmhub-agent on every host — the alerts no packaged tool raises
+(OOM kills naming the user and limit, dead kernels folded into them, failed starts naming the
+user, 5xx bursts), to ALERT_WEBHOOK_URL, and the OOM kills counted for Prometheus; absent
+(stopped and removed) when SYSLOG_URL and ALERT_WEBHOOK_URL are both empty.
+
+Log shipping is rsyslog's now (monitor.logs); with SYSLOG_URL alone the agent still runs, so
+that an OOM kill is named in the journal rsyslog ships and counted for Prometheus.
 
 The agent (swarmhub/monitor/agent.py, Python's standard library only) runs as a systemd
-service and reads what the host has: containers through the Docker socket, the Docker
-daemon's journal, nginx's logs, the swarm's nodes on the manager. It is restarted only when
-its program or its settings change.
+service and reads what the host has: containers through the Docker socket, nginx's access
+log, the swarm's nodes on the manager. It is restarted only when its program or its settings
+change.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ AGENT_SOURCE = Path(__file__).resolve().parent.parent / "monitor" / "agent.py"
 AGENT_PATH = "/usr/local/lib/swarmhub/swarmhub-agent"
 CONFIG_DIR = "/etc/swarmhub"
 AGENT_ENV = f"{CONFIG_DIR}/agent.env"
+# The agent shipped logs before rsyslog did: its CA file is removed with it.
 SYSLOG_CA = f"{CONFIG_DIR}/agent-syslog-ca.pem"
 ALERT_CA = f"{CONFIG_DIR}/agent-alert-ca.pem"
 UNIT = "swarmhub-agent.service"
@@ -31,7 +37,7 @@ FILES = (AGENT_PATH, AGENT_ENV, SYSLOG_CA, ALERT_CA, UNIT_PATH)
 
 
 def enabled(settings: Settings) -> bool:
-    """The agent runs when logs are shipped or alerts are posted."""
+    """The agent runs when alerts are posted, or logs shipped (its OOM lines, its metric)."""
     return bool(settings.syslog_url or settings.alert_webhook_url)
 
 
@@ -40,8 +46,6 @@ def agent_env(settings: Settings, host: str, roles: tuple[str, ...]) -> str:
     values = {
         "SWARMHUB_HOST": host,
         "SWARMHUB_ROLES": ",".join(roles),
-        "SYSLOG_URL": settings.syslog_url,
-        "SYSLOG_CA_FILE": SYSLOG_CA if settings.syslog_ca_file else "",
         "ALERT_WEBHOOK_URL": settings.alert_webhook_url,
         "ALERT_CA_FILE": ALERT_CA if settings.alert_ca_file else "",
         "ALERT_MIN_INTERVAL": str(settings.alert_min_interval),
@@ -79,9 +83,8 @@ def apply(ctx: StepContext, host: HostView) -> Steps:
         FileWrite.of(AGENT_PATH, AGENT_SOURCE.read_text(), mode="0755"),
         FileWrite.of(AGENT_ENV, agent_env(settings, host.name, host.roles), mode="0600"),
     ]
-    for path, source in ((SYSLOG_CA, settings.syslog_ca_file), (ALERT_CA, settings.alert_ca_file)):
-        if source is not None:
-            wanted.append(FileWrite.of(path, source.read_text()))
+    if settings.alert_ca_file is not None:
+        wanted.append(FileWrite.of(ALERT_CA, settings.alert_ca_file.read_text()))
     # The agent's program and settings change with the unit: one change restarts it once.
     files = tuple(f for f in wanted if file_differs(host, f.path, f.content, f.mode, f.owner))
     yield from ensure_unit(host, UNIT, render_unit(), extra_files=files)

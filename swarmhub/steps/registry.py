@@ -18,6 +18,7 @@ from swarmhub.steps import (
     homes,
     hub,
     images,
+    logs,
     metrics,
     monitor,
     provision,
@@ -52,6 +53,8 @@ RUNBOOK: tuple[Step, ...] = (
     proxy_tls.RESTORE,
     proxy.STEP,
     proxy_tls.COPY,
+    # After nginx (its log files on the proxy) and Docker (its journald log driver).
+    logs.STEP,
     monitor.STEP,
     metrics.STEP,
 )
@@ -133,8 +136,14 @@ HELP: dict[str, str] = {
     "proxy.configure": (
         "Configure nginx on the proxy: TLS, HTTP to HTTPS, websockets, forwarding to the hub."
     ),
+    "monitor.logs": (
+        "Ship every host's journal (and nginx's logs) with rsyslog to SYSLOG_URL: TLS, TCP or "
+        "UDP.\n\nRaises journald's rate limit on every host (Docker logs to the journal). "
+        "Lines sent while the log server is away wait in rsyslog's disk-assisted queue."
+    ),
     "monitor.deploy": (
-        "Run the swarmhub-agent on every host (SYSLOG_URL, ALERT_WEBHOOK_URL), or remove it."
+        "Run the swarmhub-agent on every host (alerts no rule can raise: OOM kills naming the "
+        "user, dead kernels, 5xx bursts, failed starts), or remove it (ALERT_WEBHOOK_URL empty)."
     ),
     "monitor.metrics": (
         "Prometheus, Alertmanager and the blackbox exporter on the hub, node exporters on every "

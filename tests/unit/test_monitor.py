@@ -1,11 +1,9 @@
-"""Log shipping and alerts without hosts: the agent's formats, rules and rate limits, the
-settings, the step's files, and OOM kills in status and logs."""
+"""Log shipping and alerts without hosts: rsyslog's configuration, the agent's rules and rate
+limits, the settings, the step's files, and OOM kills in status and logs."""
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +13,9 @@ from swarmhub import settings
 from swarmhub.errors import SwarmhubError
 from swarmhub.monitor import agent
 from swarmhub.observe import commands, parse, report, sources
-from swarmhub.steps import monitor
+from swarmhub.steps import logs, monitor
+from swarmhub.templates import render
+from tests.unit.fakehost import answering, declared, view_of
 
 NOW = datetime(2026, 11, 26, 1, 0, 0, tzinfo=UTC)
 BASE = "HUB_HOST=h\nNODE_HOSTS=n1,n2\nPROXY_HOST=p\nAUTHENTICATOR=native\n"
@@ -28,28 +28,6 @@ def load(tmp_path: Path, extra: str = "") -> settings.Settings:
 
 
 # --- the agent's pure parts ---
-
-
-def test_syslog_message_is_rfc5424_on_one_line() -> None:
-    line = agent.Line("jupyterhub", "[E 2026-11-26 app] boom\nsecond")
-    message = agent.syslog_message(line, "sam-hub", NOW)
-    assert (
-        message
-        == "<11>1 2026-11-26T01:00:00.000Z sam-hub jupyterhub - - - [E 2026-11-26 app] boom second"
-    )
-
-
-@pytest.mark.parametrize(
-    ("text", "severity"),
-    [
-        ("[W 2026 log] slow", "warning"),
-        ("[I 2026 log] fine", "info"),
-        ("2026/11/26 01:00:00 [error] 12#12: upstream", "error"),
-        ("plain", "info"),
-    ],
-)
-def test_severity(text: str, severity: str) -> None:
-    assert agent.severity_of(text) == severity
 
 
 @pytest.mark.parametrize(
@@ -150,25 +128,6 @@ def test_a_dead_kernel_after_an_oom_kill_is_one_alert() -> None:
     assert len(sent) == 2 and "bob's kernel died" in sent[1]
 
 
-def test_tcp_sender_sends_newline_framed_messages_and_reconnects() -> None:
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    received: list[bytes] = []
-
-    def accept_one() -> None:
-        connection, _ = server.accept()
-        with connection:
-            received.append(connection.recv(1000))
-
-    thread = threading.Thread(target=accept_one)
-    thread.start()
-    sender = agent.TcpSender(("127.0.0.1", port), tls=False, cafile="")
-    assert sender.send("<14>1 - h app - - - hello")
-    thread.join(5)
-    server.close()
-    assert received == [b"<14>1 - h app - - - hello\n"]
-
-
 # --- settings ---
 
 
@@ -197,7 +156,8 @@ def test_agent_settings_hold_the_webhook_and_no_ca_paths_of_this_machine(tmp_pat
         "ALERT_WEBHOOK_URL=https://hooks.example.org/T/B/secret\n",
     )
     text = monitor.agent_env(env, "n1", ("node",))
-    assert "SWARMHUB_ROLES=node" in text and f"SYSLOG_CA_FILE={monitor.SYSLOG_CA}" in text
+    # shipping is rsyslog's (monitor.logs): the agent is not told where logs go
+    assert "SWARMHUB_ROLES=node" in text and "SYSLOG" not in text
     assert "ALERT_WEBHOOK_URL=https://hooks.example.org/T/B/secret" in text
     assert "ALERT_CA_FILE=\n" in text and str(tmp_path) not in text
     assert "EnvironmentFile=/etc/swarmhub/agent.env" in monitor.render_unit()
@@ -256,3 +216,47 @@ def test_json_report_carries_oom_kills() -> None:
     section.rows = rows
     document = json.loads(report.to_json(report.Report("e", NOW, [section])))
     assert document["servers"][0]["oom_kills"] == 0
+
+
+# --- log shipping: rsyslog's configuration (monitor.logs) ---
+
+
+def test_tls_shipping_checks_the_servers_name_with_the_given_ca(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    env = load(tmp_path, f"SYSLOG_URL=tls://logs.example.org:6514\nSYSLOG_CA_FILE={ca}\n")
+    text = logs.rsyslog_config(env, "n1", ("node",))
+    assert 'target="logs.example.org" port="6514" protocol="tcp"' in text
+    assert 'StreamDriver="gtls"' in text and 'StreamDriverAuthMode="x509/name"' in text
+    assert 'StreamDriverPermittedPeers="logs.example.org"' in text
+    assert f'StreamDriver.CAFile="{logs.SYSLOG_CA}"' in text and str(tmp_path) not in text
+    # the host's name as the env file gives it; lines kept on disk while the server is away
+    assert "%TIMESTAMP:::date-rfc3339% n1 %APP-NAME%" in text
+    assert 'queue.filename="swarmhub-forward"' in text and 'action.resumeRetryCount="-1"' in text
+    assert 'module(load="imjournal"' in text and "imfile" not in text
+
+
+def test_udp_and_tcp_shipping_have_no_tls_and_the_proxy_ships_nginx_files(tmp_path: Path) -> None:
+    udp = logs.rsyslog_config(load(tmp_path, "SYSLOG_URL=udp://10.0.0.5:514\n"), "p", ("proxy",))
+    assert 'protocol="udp"' in udp and "gtls" not in udp
+    assert 'File="/var/log/nginx/access.log" Tag="nginx-access:"' in udp
+    tcp = logs.rsyslog_config(load(tmp_path, "SYSLOG_URL=tcp://10.0.0.5:514\n"), "h", ("hub",))
+    assert 'protocol="tcp"' in tcp and "gtls" not in tcp
+    system = logs.rsyslog_config(load(tmp_path, "SYSLOG_URL=tls://l.example.org:1\n"), "h", ())
+    assert f'StreamDriver.CAFile="{logs.SYSTEM_CAS}"' in system
+
+
+def test_journald_keeps_a_login_storms_lines() -> None:
+    text = render("logs/journald-swarmhub.conf")
+    assert "RateLimitBurst=100000" in text and "ForwardToSyslog=no" in text
+
+
+def test_shipping_off_removes_rsyslogs_forwarding(tmp_path: Path) -> None:
+    class Context:
+        settings = load(tmp_path)
+
+    node = answering("n1", ("node",), {f"test -e {logs.RSYSLOG_CONF}": ""}, {})
+    node.files[logs.JOURNALD_CONF] = [""]
+    items = declared(logs.apply(Context(), view_of(node)))  # type: ignore[arg-type]
+    removal = [c for c in items if "forwards no more" in c.message]
+    assert removal and any(logs.RSYSLOG_CONF in cmd for cmd in removal[0].commands)

@@ -57,6 +57,7 @@ def test_nodes_add_runs_what_a_new_node_needs_and_opens_the_others_firewalls() -
         "images.pull",  # before the join: the node takes servers from then on
         "swarm.join",
         "homes.mount",
+        "monitor.logs",
         "monitor.deploy",
         "monitor.metrics",
     ]

@@ -37,9 +37,11 @@ def env(tmp_path: Path) -> settings.Settings:
     return settings.load(str(path))
 
 
-def test_daemon_json_rotates_logs_trusts_the_hub_registry_and_sets_dns(env) -> None:
+def test_daemon_json_logs_to_the_journal_trusts_the_hub_registry_and_sets_dns(env) -> None:
     config = docker_engine.daemon_config(env, ["10.0.0.53"])
-    assert config["log-opts"] == {"max-size": "10m", "max-file": "3"}
+    # the journal: rsyslog ships it (monitor.logs), `docker logs` reads it, named by container
+    assert config["log-driver"] == "journald"
+    assert config["log-opts"] == {"tag": "{{.Name}}"}
     assert config["insecure-registries"] == ["hub:5000"]
     assert config["dns"] == ["10.0.0.53"]
     assert "dns" not in docker_engine.daemon_config(env, [])
