@@ -215,10 +215,17 @@ def warm_up(config: dict[str, Any]) -> int:
         time.sleep(POLL_EVERY)
     late = sorted(wanted - spared - set(failed))
     if not failed and not late:
-        ahead = (lab - now()).total_seconds() / 60
+        ahead = (lab - now()).total_seconds()
+        when = (
+            f"{ahead / 60:.0f} min before the lab"
+            if ahead >= 60
+            else f"{ahead:.0f} s before the lab"
+            if ahead > 0
+            else "after the lab's start"
+        )
         print(
-            f"warm-up: all {len(names)} ready at {stamp(now())}, {ahead:.0f} min before the lab "
-            f"at {stamp(lab)}; the culler spares them until it has begun",
+            f"warm-up: all {len(names)} ready at {stamp(now())}, {when} at {stamp(lab)}; "
+            "the culler spares them until it has begun",
             flush=True,
         )
         return 0
