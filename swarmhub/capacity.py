@@ -209,3 +209,138 @@ def _rounded(exact: Fraction, result: int) -> str:
 def _decimal(value: Fraction, places: int) -> str:
     """``value`` with at most ``places`` decimals, trailing zeros dropped."""
     return f"{float(value):.{places}f}".rstrip("0").rstrip(".")
+
+
+# --- a class start: how long the last student waits (issue #19) ---
+
+# benchmarks/hub_capacity writes it; `plan --arrival` reads it.
+RESULTS_FILE = "benchmarks/results/hub_capacity.json"
+
+
+@dataclass(frozen=True)
+class StartFigures:
+    """The measured figures a class-start estimate rests on (RESULTS_FILE)."""
+
+    hub_starts_per_second: float  # the hub's ceiling: starts/s one hub sustains
+    node_starts_at_once: int  # starts a node runs at once (SPAWN_CONCURRENCY's default)
+    node_start_seconds: float  # time of one start on a node with that many at once
+    measured: str  # when and where, as the file says
+
+
+@dataclass(frozen=True)
+class ClassStart:
+    """A class of ``students`` arriving over ``arrival_seconds``."""
+
+    students: int
+    arrival_seconds: float
+    nodes: int
+    hub_rate: float  # starts/s the hub sustains
+    node_rate: float  # starts/s the nodes sustain: nodes x at once / start time
+    at_once: int  # starts the nodes run at once
+    arrival_rate: float  # students/s arriving
+    last_wait: float  # seconds the last student waits for a ready server
+
+
+def parse_duration(text: str, name: str) -> float:
+    """Seconds in a duration as typed: ``5m``, ``90s``, ``2m30s``, ``1h``; a positive one."""
+    typed = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", typed)
+    if not typed or not parts or not any(parts.groups()):
+        raise SwarmhubError(
+            f"{name} {text!r} is not a duration: e.g. {name} 5m (or 90s, 2m30s, 1h)"
+        )
+    hours, minutes, seconds = (float(part or 0) for part in parts.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise SwarmhubError(f"{name} {text!r}: give a time longer than 0, e.g. {name} 5m")
+    return total
+
+
+def parse_start_figures(data: object, source: str) -> StartFigures:
+    """RESULTS_FILE's figures, or one line saying what is missing."""
+    try:
+        assert isinstance(data, dict)
+        hub = float(data["ceiling_starts_per_second"])
+        nodes = data["nodes"]
+        figures = StartFigures(
+            hub_starts_per_second=hub,
+            node_starts_at_once=int(nodes["starts_at_once_per_node"]),
+            node_start_seconds=float(nodes["seconds_per_start"]),
+            measured=f"{data.get('date', '?')}, {data.get('machine', '?')}",
+        )
+    except (AssertionError, KeyError, TypeError, ValueError):
+        raise SwarmhubError(
+            f"{source}: not hub_capacity's results (ceiling_starts_per_second, nodes."
+            "starts_at_once_per_node, nodes.seconds_per_start): run benchmarks/hub_capacity"
+        ) from None
+    if min(figures.hub_starts_per_second, figures.node_start_seconds) <= 0:
+        raise SwarmhubError(f"{source}: its figures must be more than 0")
+    if figures.node_starts_at_once < 1:
+        raise SwarmhubError(f"{source}: nodes.starts_at_once_per_node must be 1 or more")
+    return figures
+
+
+def class_start(
+    students: int, arrival_seconds: float, nodes: int, figures: StartFigures
+) -> ClassStart:
+    """When the last of ``students`` arriving evenly over ``arrival_seconds`` has a server.
+
+    Starts go at the slower of two rates: the hub's (its measured ceiling) and the nodes'
+    (each runs a few starts at once, each taking the measured start time). While arrivals
+    come slower than that, a student waits one start; faster, a line builds up and the last
+    student, arriving at the end, waits for the line to drain: all the starts at that rate,
+    less the time over which they arrived, plus their own start.
+    """
+    if students < 1 or nodes < 1:
+        raise SwarmhubError("a class start needs 1 student or more and 1 node or more")
+    at_once = nodes * figures.node_starts_at_once
+    node_rate = at_once / figures.node_start_seconds
+    rate = min(figures.hub_starts_per_second, node_rate)
+    backlog = max(0.0, students / rate - arrival_seconds)
+    return ClassStart(
+        students=students,
+        arrival_seconds=arrival_seconds,
+        nodes=nodes,
+        hub_rate=figures.hub_starts_per_second,
+        node_rate=node_rate,
+        at_once=at_once,
+        arrival_rate=students / arrival_seconds,
+        last_wait=backlog + figures.node_start_seconds,
+    )
+
+
+def render_class_start(start: ClassStart) -> list[str]:
+    """The class-start line, and a warning with what to do when the class outgrows the hub
+    or the nodes."""
+    line = (
+        f"class start: {start.students} students arriving over {_duration(start.arrival_seconds)}"
+        f" ({start.arrival_rate:.2f}/s): the hub sustains about {start.hub_rate:.1f} starts/s, "
+        f"the {start.nodes} node{'s' * (start.nodes != 1)} start {start.at_once} at once "
+        f"(about {start.node_rate:.1f}/s): the last student waits about "
+        f"{_duration(start.last_wait)}"
+    )
+    lines = [line]
+    if start.arrival_rate > start.hub_rate:
+        lines.append(
+            f"warning: {start.arrival_rate:.2f} arrivals/s is above the hub's measured ceiling "
+            f"of {start.hub_rate:.1f} starts/s: more nodes do not help; warm the class up before"
+            " the lab (invoke class.warmup), stagger its arrival, or give each section its own "
+            "hub"
+        )
+    elif start.arrival_rate > start.node_rate:
+        needed = math.ceil(start.arrival_rate / start.node_rate * start.nodes)
+        lines.append(
+            f"warning: {start.arrival_rate:.2f} arrivals/s is above what the nodes start "
+            f"({start.node_rate:.1f}/s): about {needed} nodes keep up; or warm the class up "
+            "(invoke class.warmup), or stagger its arrival"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``12 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

@@ -9,7 +9,19 @@ and restores, nodes coming and going, observing, the sandbox.
 from invoke import Collection
 
 from swarmhub.steps import registry
-from tasks import backup, cluster, homes, hosts, images, interact, nodes, recover, sandbox, secrets
+from tasks import (
+    backup,
+    classes,
+    cluster,
+    homes,
+    hosts,
+    images,
+    interact,
+    nodes,
+    recover,
+    sandbox,
+    secrets,
+)
 from tasks._common import step_task
 from tasks.observe import diagnose, health, logs, metrics, status
 from tasks.plan import plan
@@ -33,6 +45,8 @@ collections = {
         sandbox,
     )
 }
+# `class` is a keyword: the module is classes, its tasks are class.warmup.
+collections["class"] = Collection.from_module(classes, name="class")
 for name, steps in registry.tasks().items():
     made = step_task(name, steps, registry.HELP[name])
     if "." not in name:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from invoke import Context, task
@@ -9,6 +10,7 @@ from invoke import Context, task
 from swarmhub import capacity
 from swarmhub import settings as env_settings
 from swarmhub.errors import SwarmhubError
+from swarmhub.settings import PROJECT_ROOT
 from swarmhub.sizes import format_size
 
 # The seed's figures: a course of 527 students, 60 % online at once, 2 GiB each, on VMs
@@ -32,6 +34,10 @@ MEMINFO = Path("/proc/meminfo")
         ),
         "compare": "compare with the nodes in NODE_HOSTS of the env file ($SWARMHUB_ENV)",
         "local": "plan for this machine as the one node: its total memory is --node-mem",
+        "arrival": (
+            "the students online arriving over this time, e.g. 5m: when the last one has a "
+            f"server, from the hub's measured ceiling ({capacity.RESULTS_FILE})"
+        ),
     }
 )
 def plan(
@@ -43,6 +49,7 @@ def plan(
     reserve: str = capacity.DEFAULT_RESERVE,
     compare: bool = False,
     local: bool = False,
+    arrival: str = "",
 ) -> None:
     """Size the cluster: how many nodes of how much memory a course needs, arithmetic shown.
 
@@ -58,7 +65,13 @@ def plan(
     largest profile's limit, and a line per profile with what it alone would need. With
     --local, this machine's total memory (MemTotal of /proc/meminfo) is the node memory, to
     see how many users fit here, e.g. invoke plan --local --mem-per-user 512M.
+
+    With --arrival, the class start: the students online at once arriving evenly over that
+    time, the hub's ceiling and the nodes' starts at once measured by benchmarks/hub_capacity
+    (its results file in the repository), and when the last one has a server; a warning
+    says what to do when the arrivals outrun the hub or the nodes.
     """
+    arrival_seconds = capacity.parse_duration(arrival, "--arrival") if arrival else None
     if compare and local:
         raise SwarmhubError("give --compare or --local, not both")
     if local and node_mem is not None:
@@ -103,6 +116,27 @@ def plan(
             print(profile_line(figures, profile.name, profile.mem_limit, len(settings.node_hosts)))
     if local:
         print(capacity.describe_local(figures))
+    if arrival_seconds is not None:
+        nodes = len(settings.node_hosts) if settings is not None else figures.nodes
+        start = capacity.class_start(
+            figures.concurrent_users, arrival_seconds, nodes, _start_figures()
+        )
+        print("\n".join(capacity.render_class_start(start)))
+
+
+def _start_figures() -> capacity.StartFigures:
+    """benchmarks/hub_capacity's measured figures, from the repository."""
+    path = PROJECT_ROOT / capacity.RESULTS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise SwarmhubError(
+            f"--arrival needs the hub's measured figures in {capacity.RESULTS_FILE}: "
+            "run benchmarks/hub_capacity"
+        ) from None
+    except ValueError:
+        raise SwarmhubError(f"{capacity.RESULTS_FILE} is not JSON") from None
+    return capacity.parse_start_figures(data, capacity.RESULTS_FILE)
 
 
 def profile_line(figures: capacity.CapacityPlan, name: str, mem_limit: int, listed: int) -> str:

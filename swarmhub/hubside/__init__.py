@@ -13,3 +13,6 @@ SPAWNER_MODULE = Path(__file__).with_name("swarmhub_spawner.py")
 # The admins' dashboard's front (HubOAuth before Prometheus): copied to the hub by
 # monitor.metrics, run there from the hub image by the swarmhub-dashboard unit.
 DASHBOARD_MODULE = Path(__file__).with_name("dashboard.py")
+# The class warm-up: sent by `invoke class.warmup` on the standard input of a python3 in the
+# hub's container each time it runs (not placed on the hub).
+WARMUP_SCRIPT = Path(__file__).with_name("class_warmup.py")

@@ -133,6 +133,8 @@ def host_probe_sections(settings: Settings, roles: tuple[str, ...]) -> dict[str,
         )
         sections["upgrade"] = f"cat {settings.hub_dir}/upgrade/last.json 2>/dev/null; true"
         sections["backups"] = backup_check_command()
+        # A class warm-up running now: class.warmup's state file (swarmhub.warmup.STATE_FILE).
+        sections["warmup"] = f"cat {settings.hub_dir}/warmup.json 2>/dev/null; true"
         sections["users"] = users_command(settings)
     if "proxy" in roles:
         sections["nginx"] = "systemctl is-active nginx"

@@ -298,6 +298,28 @@ def backup_row(text: str) -> Row:
     return row
 
 
+def warmup_row(text: str, now: datetime) -> Row | None:
+    """A class warm-up in progress (class.warmup's state file on the hub, there while it
+    runs), until its lab has begun; None when there is none."""
+    try:
+        state = json.loads(text)
+        lab = datetime.fromisoformat(state["lab"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if lab <= now:
+        return None  # left behind by a warm-up cut short: its lab has begun
+    who = f"group {state['group']}" if state.get("group") else ""
+    listed = int(state.get("students") or 0)
+    if listed:
+        who = f"{who} and {listed} listed" if who else f"{listed} students"
+    minutes = max(0, int((lab - now).total_seconds() // 60))
+    return Row(
+        "class.warmup",
+        {"state": "running", "uptime_seconds": None, "restarts": None},
+        note=f"starting {who} for the lab at {lab.strftime('%H:%M UTC')} (in {minutes} min)",
+    )
+
+
 def flag_old_servers(rows: list[Row], images: dict[str, str], upgrade: Upgrade | None) -> None:
     """Note the servers started before the last major upgrade (still on its old user image):
     they work, and get the new version when they start again."""

@@ -174,6 +174,8 @@ def hub_sections(
     version = parse.parse_hub_version(body) if code == 200 else ""
     stack.rows.append(report.hub_api_row(code, "" if code else parse.first_line(body), version))
     stack.rows.append(report.backup_row(found.get("backups", "")))
+    if warmup := report.warmup_row(found.get("warmup", "").strip(), now):
+        stack.rows.append(warmup)
 
     body, code = parse.split_http_code(found.get("users", ""))
     try:

@@ -44,7 +44,14 @@ PROFILES_JSON = "profiles.json"  # beside jupyterhub_config.py, with PROFILES_FI
 
 CONTAINERS = ("chp", "jupyterhub", "cull")
 # name of the secret file -> the variables each container's env file gives it
-SECRETS = ("cookie_secret", "proxy_token", "crypt_key", "culler_token", "metrics_token")
+SECRETS = (
+    "cookie_secret",
+    "proxy_token",
+    "crypt_key",
+    "culler_token",
+    "metrics_token",
+    "warmup_token",
+)
 SECRET_ENV_FILES = {
     "proxy.env": {"CONFIGPROXY_AUTH_TOKEN": "proxy_token"},
     "culler.env": {"JUPYTERHUB_API_TOKEN": "culler_token"},
@@ -55,6 +62,9 @@ SECRET_ENV_FILES = {
         "CULLER_API_TOKEN": "culler_token",
         # Prometheus's token (monitor.metrics): scope read:metrics, nothing else.
         "METRICS_API_TOKEN": "metrics_token",
+        # class.warmup's token (the class-warmup service): used inside the hub's container
+        # only, by the script class.warmup sends there.
+        "WARMUP_API_TOKEN": "warmup_token",
     },
 }
 

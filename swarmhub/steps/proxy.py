@@ -28,6 +28,28 @@ SITE_PATH = "/etc/nginx/sites-available/swarmhub"
 SITE_LINK = "/etc/nginx/sites-enabled/swarmhub"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 BODY_SIZE = "512m"
+NGINX_CONF = "/etc/nginx/nginx.conf"  # Debian's, replaced by ours (the same with our limits)
+# The figures of a class start, each justified where the config uses it.
+CONNECTIONS_A_STUDENT = 8  # ~4 to nginx (HTTP/2 page, websockets) and as many to chp
+WORKER_CONNECTIONS = 8192
+RLIMIT_NOFILE = 2 * WORKER_CONNECTIONS  # within the sandbox VMs' hard limit of 20000
+PROXY_CORES = 2  # the figure the comment's student count assumes (worker_processes auto)
+CLIENT_KEEPALIVE = "30s"
+UPSTREAM_KEEPALIVE = 64
+UPSTREAM_KEEPALIVE_TIMEOUT = "4s"  # below chp's (Node's) 5 s
+WAIT_RETRY = 10  # seconds between the wait page's tries
+# The page a student sees while the hub is busy or restarting: no single quote (it is an
+# nginx string in single quotes), no $ (nginx would read a variable).
+WAIT_PAGE = (
+    "<!doctype html><html lang=en><head><meta charset=utf-8>"
+    f'<meta http-equiv="refresh" content="{WAIT_RETRY}">'
+    "<title>Please wait: the hub is busy</title></head>"
+    '<body style="font-family:sans-serif;max-width:36em;margin:3em auto">'
+    "<h1>Please wait a moment</h1>"
+    "<p>Many students are starting at once, or the hub is restarting. This page tries "
+    f"again by itself every {WAIT_RETRY} seconds: keep it open, there is nothing to click.</p>"
+    "<p>If it is still here after five minutes, tell your course staff.</p></body></html>"
+)
 
 
 def tls_paths(use_acme: bool) -> tuple[str, str]:
@@ -55,6 +77,21 @@ def render_site(settings: Settings, use_acme: bool = False) -> str:
         acme_webroot=acme.WEBROOT,
         body_size=BODY_SIZE,
         chp_port=CHP_PORT,
+        upstream_keepalive=UPSTREAM_KEEPALIVE,
+        upstream_keepalive_timeout=UPSTREAM_KEEPALIVE_TIMEOUT,
+        wait_retry=WAIT_RETRY,
+        wait_page=WAIT_PAGE,
+    )
+
+
+def render_nginx_conf() -> str:
+    """nginx's main file: Debian's, with the connection limits of a class start."""
+    return render(
+        "proxy/nginx.conf.j2",
+        worker_connections=WORKER_CONNECTIONS,
+        rlimit_nofile=RLIMIT_NOFILE,
+        students_held=f"{WORKER_CONNECTIONS * PROXY_CORES // CONNECTIONS_A_STUDENT:,}",
+        client_keepalive=CLIENT_KEEPALIVE,
     )
 
 
@@ -107,6 +144,10 @@ def configure_nginx(
     with the new site, in plan and in apply alike)."""
     site = render_site(settings, use_acme)
     files, commands, parts = [], [], []
+    main = render_nginx_conf()
+    if why := file_differs(proxy, NGINX_CONF, main, "0644", "root"):
+        files.append(FileWrite.of(NGINX_CONF, main))
+        parts.append(f"nginx.conf written ({why})")
     if why := file_differs(proxy, SITE_PATH, site, "0644", "root"):
         files.append(FileWrite.of(SITE_PATH, site))
         parts.append(f"nginx site written ({why})")

@@ -5,7 +5,8 @@ What a rotation costs the users: a new cookie secret logs everyone out; a new pr
 restarts chp and the hub (the hub puts the routes of running servers back); a new culler
 token restarts the hub and the culler; a new crypt key makes stored login state unreadable
 (swarmhub keeps none); a new metrics token restarts the hub, and Prometheus gets it on the
-next `invoke monitor.metrics` (until then its hub target is down). Running servers keep running.
+next `invoke monitor.metrics` (until then its hub target is down); a new warm-up token
+restarts the hub (class.warmup reads it there). Running servers keep running.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ROTATABLE = {
     "crypt-key": "crypt_key",
     "culler": "culler_token",
     "metrics-token": "metrics_token",
+    "warmup-token": "warmup_token",
 }
 # The compose service reading each env file of SECRET_ENV_FILES.
 SERVICE_OF_ENV_FILE = {"proxy.env": "chp", "culler.env": "cull", "jupyterhub.env": "jupyterhub"}

@@ -185,6 +185,25 @@ c.JupyterHub.load_roles = [
         "services": ["idle-culler"],
     }
 ]
+# class.warmup (swarmhub/hubside/class_warmup.py, run in this container): creates the
+# students not yet known, starts their servers through the spawner (the queue) and posts
+# each ready server's activity as the lab's start, so that the culler spares it until then.
+if env.get("WARMUP_API_TOKEN"):
+    c.JupyterHub.services.append({"name": "class-warmup", "api_token": env["WARMUP_API_TOKEN"]})
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "class-warmup",
+            "scopes": [
+                "admin:users",
+                "list:users",
+                "read:users",
+                "read:groups",
+                "servers",
+                "users:activity",
+            ],
+            "services": ["class-warmup"],
+        }
+    )
 if PROFILES["groups"]:
     # The group-sync service: started by the hub (a managed service), its own token.
     c.JupyterHub.services.append(
