@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,12 @@ from typing import Any
 from swarmhub.mask import mask_line
 from swarmhub.runbook.change import Change
 from swarmhub.settings import PROJECT_ROOT
+
+# What a fixture needs besides probes and changes to be replayed on another machine: name ->
+# a function of the settings whose result is saved under that name. A step registers its own
+# (the images' content-addressed tags, in swarmhub/steps/images.py), so that the core imports
+# no step.
+ANNOTATIONS: dict[str, Callable[[Any], Any]] = {}
 
 
 @dataclass
@@ -74,6 +81,8 @@ class Recorder:
             "probes": self.probes,
             "changes": self.changes,
         }
+        for name, annotate in ANNOTATIONS.items():
+            data[name] = annotate(settings)
         path.write_text(json.dumps(data, indent=1) + "\n")
         return path
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from swarmhub.ca import split_pem_bundle
 from swarmhub.errors import SwarmhubError
 from swarmhub.profiles import Profile
+from swarmhub.runbook import record
 from swarmhub.runbook.change import Change, FileWrite, Later, Note, Ok, Steps, Wait
 from swarmhub.runbook.converge import build_once_command, debootstrap_base_command
 from swarmhub.runbook.ensure import ensure_packages, file_differs, running, unit_state_command
@@ -207,6 +208,24 @@ def offered_refs(settings: Settings) -> list[str]:
         if ref not in refs:
             refs.append(ref)
     return refs
+
+
+def current_tags(settings: Settings) -> dict[str, str]:
+    """Our images' tags as this machine computes them: name ("hub", "user", "chp",
+    "course:<profile>") -> tag. Recorded with a step's facts, so that the steps' tests can
+    replay facts taken on a machine whose extra CAs (part of every tag) differ."""
+    tags = {
+        "hub": image_tag(settings, "hub"),
+        "user": image_tag(settings, "user"),
+        "chp": chp_tag(settings, settings.jupyterhub_series),
+    }
+    for profile in settings.profile_set().profiles:
+        if profile.has_packages and not profile.image:
+            tags[f"course:{profile.name}"] = course_tag(settings, profile)
+    return tags
+
+
+record.ANNOTATIONS["tags"] = current_tags
 
 
 def served_by_us(settings: Settings, ref: str) -> bool:

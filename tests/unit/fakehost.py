@@ -175,6 +175,21 @@ def load_fixture(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def with_tags(fixture: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The fixture with its recorded image tags ("tags": name -> tag, when it has them) made
+    this machine's: a tag hashes the extra CAs' content, which differs between machines."""
+    from swarmhub.steps.images import current_tags
+
+    current = current_tags(settings)
+    recorded = fixture.get("tags", {})
+    text = json.dumps({k: v for k, v in fixture.items() if k != "tags"})
+    for name, tag in recorded.items():
+        if name in current and tag != current[name]:
+            # Not \b: in the JSON text a tag may follow an escaped newline's "n".
+            text = re.sub(rf"(?<![0-9a-f]){tag}(?![0-9a-f])", current[name], text)
+    return json.loads(text)
+
+
 class _FakeFacts:
     def __init__(self, host: FakeHost) -> None:
         self.host = host
