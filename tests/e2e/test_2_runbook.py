@@ -4,6 +4,7 @@ HTTPS, gets a server on a node and runs code in a kernel. A second run changes n
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,16 @@ def test_a_hub_setting_change_restarts_only_the_hub(cluster: Path, tmp_path: Pat
     alice = student("alice")
     alice.login()
     alice.start_server()
+    # The suite's culler culls after 60 s idle, and a hub restart under load takes longer:
+    # her server counts as busy for 30 minutes (stopped at the end), so that what this test
+    # sees is the restart's doing, not the culler's.
+    busy = (datetime.now(UTC) + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    posted = alice.api(
+        "POST",
+        "/users/alice/activity",
+        json={"lastActivity": busy, "servers": {"": {"last_activity": busy}}},
+    )
+    assert posted.status_code == 200, posted.text
     before = hub_container_ids(cluster)
     changed_env = tmp_path / "changed.env"
     changed_env.write_text(cluster.read_text().replace("USER_CPU_LIMIT=0.5", "USER_CPU_LIMIT=0.4"))
@@ -95,6 +106,7 @@ def test_a_hub_setting_change_restarts_only_the_hub(cluster: Path, tmp_path: Pat
         assert alice.run_code("print('still here')").strip() == "still here"
     finally:
         result = run("fab", "-H", "t-hub", "hub.deploy", env_file=cluster)
+        alice.stop_server()
         assert result.returncode == 0, result.stdout + result.stderr
 
 
