@@ -35,7 +35,7 @@ _HOSTNAME = re.compile(
 )
 
 ROLES = ("hub", "node", "proxy", "storage", "backup")
-AUTHENTICATORS = ("dummy", "native", "github", "google", "oidc")
+AUTHENTICATORS = ("dummy", "native", "github", "google", "oidc", "lti13")
 OAUTH_AUTHENTICATORS = ("github", "google", "oidc")
 # The JupyterHub series swarmhub has lock sets for (images/, images/jupyterhub-<series>/): the
 # newest is the default; an older one keeps a course on it (a major upgrade mid-term is its
@@ -323,6 +323,14 @@ def _name(value: str) -> str:
     return value
 
 
+def _origin(value: str) -> str:
+    """Empty, or a web origin: https://host[:port], no path."""
+    value = value.strip().rstrip("/")
+    if value and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?", value):
+        raise ValueError(f"{value!r} is not an https:// origin (https://host[:port], no path)")
+    return value
+
+
 def _image_pins(value: str) -> dict[str, str]:
     return parse_pins(value)
 
@@ -379,6 +387,18 @@ SCHEMA: dict[str, Key] = {
         _text, "openid,profile,email", "AUTHENTICATOR=oidc: scopes, comma-separated"
     ),
     "OIDC_LOGIN_SERVICE": Key(_text, "your institution", "AUTHENTICATOR=oidc: 'Sign in with …'"),
+    # LMS logins (AUTHENTICATOR=lti13, LTI 1.3; docs/lms.md)
+    "LTI13_ISSUER": Key(_text, "", "AUTHENTICATOR=lti13: the platform's issuer (iss)"),
+    "LTI13_CLIENT_ID": Key(_text, "", "AUTHENTICATOR=lti13: the tool's client id in the LMS"),
+    "LTI13_AUTHORIZE_URL": Key(_text, "", "AUTHENTICATOR=lti13: the platform's OIDC auth URL"),
+    "LTI13_JWKS_URL": Key(_text, "", "AUTHENTICATOR=lti13: the platform's public keys (JWKS)"),
+    "LTI13_CONTEXT_ID": Key(_text, "", "AUTHENTICATOR=lti13: the course; others are refused"),
+    "LTI13_USERNAME_CLAIM": Key(
+        _choice("sub", "email"), "sub", "AUTHENTICATOR=lti13: user name (and home): sub or email"
+    ),
+    "LTI_IFRAME": Key(_origin, "", "empty: launches in a new window; an LMS origin: its iframe"),
+    "GRADERS_GROUP": Key(_name, "graders", "group of the LMS's instructors and TAs"),
+    "STUDENTS_GROUP": Key(_name, "students", "group of the LMS's other course members"),
     # Users' servers
     "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
     "USER_MEM_GUARANTEE": Key(
@@ -824,6 +844,11 @@ def check_authenticator(settings: Settings) -> None:
         if not settings.dummy_password:
             raise SwarmhubError(f"{source}: AUTHENTICATOR=dummy needs DUMMY_PASSWORD=...")
         return
+    if settings.lti_iframe and kind != "lti13":
+        raise SwarmhubError(f"{source}: LTI_IFRAME is for AUTHENTICATOR=lti13 only")
+    if kind == "lti13":
+        check_lti13(settings)
+        return
     if kind not in OAUTH_AUTHENTICATORS:
         return
     needed = ["OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET_FILE"]
@@ -845,6 +870,38 @@ def check_authenticator(settings: Settings) -> None:
         raise SwarmhubError(
             f"{source}: AUTHENTICATOR={kind} with no allowed users lets anyone with an account "
             f"there in: set {limit}ALLOWED_USERS or ALLOWED_USERS_FILE"
+        )
+
+
+LTI13_NEEDED = (
+    "LTI13_ISSUER",
+    "LTI13_CLIENT_ID",
+    "LTI13_AUTHORIZE_URL",
+    "LTI13_JWKS_URL",
+    "LTI13_CONTEXT_ID",
+)
+
+
+def check_lti13(settings: Settings) -> None:
+    """An LMS login names its platform and one course: a tool open to a whole LMS account
+    would let in everyone with an account there, which swarmhub refuses."""
+    source = settings.source
+    missing = [key for key in LTI13_NEEDED if not settings.values[key]]
+    if missing:
+        why = ""
+        if "LTI13_CONTEXT_ID" in missing:
+            why = " (launches are accepted for one course only)"
+        raise SwarmhubError(
+            f"{source}: AUTHENTICATOR=lti13 needs {', '.join(missing)}{why}: see docs/lms.md"
+        )
+    for key in ("LTI13_ISSUER", "LTI13_AUTHORIZE_URL", "LTI13_JWKS_URL"):
+        value = settings.values[key]
+        if not value.startswith("https://"):
+            raise SwarmhubError(f"{source}: {key}={value} must be an https:// address")
+    if settings.graders_group == settings.students_group:
+        raise SwarmhubError(
+            f"{source}: GRADERS_GROUP and STUDENTS_GROUP are both {settings.graders_group}: "
+            "graders and students need groups of their own"
         )
 
 

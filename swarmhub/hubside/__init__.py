@@ -16,3 +16,6 @@ DASHBOARD_MODULE = Path(__file__).with_name("dashboard.py")
 # The class warm-up: sent by `invoke class.warmup` on the standard input of a python3 in the
 # hub's container each time it runs (not placed on the hub).
 WARMUP_SCRIPT = Path(__file__).with_name("class_warmup.py")
+# LMS logins (AUTHENTICATOR=lti13): placed beside the config by hub.deploy, imported by it
+# as `swarmhub_lti` only for that authenticator.
+LTI_MODULE = Path(__file__).with_name("swarmhub_lti.py")

@@ -12,7 +12,7 @@ import hashlib
 import json
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.hubside import SPAWNER_MODULE
+from swarmhub.hubside import LTI_MODULE, SPAWNER_MODULE
 from swarmhub.overlay import layout
 from swarmhub.ports import (
     CHP_API_PORT,
@@ -192,6 +192,13 @@ def login_settings(settings: Settings) -> dict[str, str]:
         for key in ("AUTHORIZE_URL", "TOKEN_URL", "USERDATA_URL", "USERNAME_CLAIM", "SCOPES"):
             values[f"OIDC_{key}"] = settings.values[f"OIDC_{key}"]
         values["OIDC_LOGIN_SERVICE"] = settings.oidc_login_service
+    if settings.authenticator == "lti13":
+        for key in ("ISSUER", "CLIENT_ID", "AUTHORIZE_URL", "JWKS_URL", "CONTEXT_ID"):
+            values[f"LTI13_{key}"] = settings.values[f"LTI13_{key}"]
+        values["LTI13_USERNAME_CLAIM"] = settings.lti13_username_claim
+        values["LTI_IFRAME"] = settings.lti_iframe
+        values["GRADERS_GROUP"] = settings.graders_group
+        values["STUDENTS_GROUP"] = settings.students_group
     return values
 
 
@@ -270,11 +277,18 @@ def spawner_module() -> str:
     return SPAWNER_MODULE.read_text()
 
 
+def lti_module() -> str:
+    """The LMS login (AUTHENTICATOR=lti13), placed beside the config like the spawner; the
+    config imports it for that authenticator only."""
+    return LTI_MODULE.read_text()
+
+
 def render_compose(settings: Settings) -> str:
     digest = hashlib.sha256(
         (
             hub_config()
             + spawner_module()
+            + (lti_module() if settings.authenticator == "lti13" else "")
             + hub_settings_env(settings)
             + auth_env(settings)
             + server_firewall(settings)
@@ -326,12 +340,17 @@ def hub_files(settings: Settings, secrets_dir: str, directory: str) -> list[tupl
     profiles = []
     if settings.profiles_file is not None:
         profiles = [(f"{directory}/{PROFILES_JSON}", profiles_json(settings), "0644")]
+    # The LMS login module only where the config imports it (AUTHENTICATOR=lti13).
+    lti = []
+    if settings.authenticator == "lti13":
+        lti = [(f"{directory}/swarmhub_lti.py", lti_module(), "0644")]
     return [
         (f"{secrets_dir}/auth.env", auth_env(settings), "0600"),
         *profiles,
         (f"{directory}/hub.env", hub_settings_env(settings), "0644"),
         # The module first: the config that imports it is never on the hub without it.
         (f"{directory}/swarmhub_spawner.py", spawner_module(), "0644"),
+        *lti,
         (f"{directory}/server-firewall.nft", server_firewall(settings), "0644"),
         (f"{directory}/jupyterhub_config.py", hub_config(), "0644"),
         (f"{directory}/compose.yml", render_compose(settings), "0644"),

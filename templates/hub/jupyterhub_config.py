@@ -104,9 +104,16 @@ c.CourseSwarmSpawner.options_from_form = profile_options
 # Which source wins: for a group the profiles file declares, the file (a TA removed from it
 # loses the group, whatever added them); groups it does not declare (those an LMS will manage
 # through LTI, issue 20) are left alone.
-c.JupyterHub.load_groups = {
-    name: {"users": members} for name, members in PROFILES["groups"].items()
-}
+#
+# With AUTHENTICATOR=lti13 the authenticator manages groups (manage_groups), and JupyterHub
+# refuses to start with load_groups set ("Group management has been offloaded to the
+# authenticator"): the LMS is then the source of truth for GRADERS_GROUP and STUDENTS_GROUP,
+# and the profiles file's other groups reach their members at each launch instead
+# (swarmhub_lti.py's user_groups), by the user names the LMS gives.
+if env["AUTHENTICATOR"] != "lti13":
+    c.JupyterHub.load_groups = {
+        name: {"users": members} for name, members in PROFILES["groups"].items()
+    }
 # --- end of profiles ---
 c.SwarmSpawner.start_timeout = 300  # includes the wait in line (SpawnQueue)
 # No cap on spawns pending at once: JupyterHub's default of 100 answers the 101st student of
@@ -153,7 +160,7 @@ if authenticator == "dummy":  # the sandbox only: the runbook refuses it elsewhe
 elif authenticator == "native":
     c.JupyterHub.authenticator_class = "native"
     c.NativeAuthenticator.open_signup = False
-else:
+elif authenticator in OAUTH_CLASSES:
     c.JupyterHub.authenticator_class = OAUTH_CLASSES[authenticator]
     c.OAuthenticator.client_id = env["OAUTH_CLIENT_ID"]
     c.OAuthenticator.client_secret = env["OAUTH_CLIENT_SECRET"]
@@ -167,6 +174,42 @@ else:
         c.GenericOAuthenticator.username_claim = env["OIDC_USERNAME_CLAIM"]
         c.GenericOAuthenticator.scope = sorted(listed("OIDC_SCOPES"))
         c.GenericOAuthenticator.login_service = env["OIDC_LOGIN_SERVICE"]
+if authenticator == "lti13":  # docs/lms.md
+    from swarmhub_lti import SwarmhubLTI13Authenticator
+
+    c.JupyterHub.authenticator_class = SwarmhubLTI13Authenticator
+    c.LTI13Authenticator.issuer = env["LTI13_ISSUER"]
+    c.LTI13Authenticator.client_id = [env["LTI13_CLIENT_ID"]]
+    c.LTI13Authenticator.authorize_url = env["LTI13_AUTHORIZE_URL"]
+    c.LTI13Authenticator.jwks_endpoint = env["LTI13_JWKS_URL"]
+    c.LTI13Authenticator.username_key = env["LTI13_USERNAME_CLAIM"]
+    c.SwarmhubLTI13Authenticator.context_id = env["LTI13_CONTEXT_ID"]
+    c.SwarmhubLTI13Authenticator.graders_group = env["GRADERS_GROUP"]
+    c.SwarmhubLTI13Authenticator.students_group = env["STUDENTS_GROUP"]
+    c.SwarmhubLTI13Authenticator.profile_groups = PROFILES["groups"]
+    # Groups from the LMS's roles at every launch, kept in the auth state (the launch's
+    # claims), which JupyterHub encrypts with JUPYTERHUB_CRYPT_KEY (secrets/crypt_key).
+    c.Authenticator.manage_groups = True
+    c.Authenticator.enable_auth_state = True
+    # A launch is a cross-site form POST, and so is the platform's answer to the hub's
+    # callback: the state and nonce cookies set at the first must come back with the second,
+    # which SameSite=Lax (browsers' default) forbids. SameSite=None (with Secure) on the hub's
+    # cookies: the CSRF cost is that they travel with cross-site requests too; JupyterHub's
+    # _xsrf token on its forms and API still guards state-changing requests.
+    cookie_options = {"samesite": "None", "secure": True}
+    c.JupyterHub.tornado_settings["cookie_options"] = cookie_options
+    if env.get("LTI_IFRAME"):
+        # Inside the LMS's iframe: that origin (only) may frame the hub and the servers. The
+        # clickjacking cost: a page of that LMS (a course page a teacher writes, say) can frame
+        # a logged-in student's server under its own content.
+        ancestors = f"frame-ancestors 'self' {env['LTI_IFRAME']}"
+        c.JupyterHub.tornado_settings["headers"] = {"Content-Security-Policy": ancestors}
+        c.Spawner.args = [
+            "--ServerApp.tornado_settings="
+            + json.dumps({"headers": {"Content-Security-Policy": ancestors}}),
+            # the server's own login cookies (HubOAuth's state cookie) in the iframe too
+            "--HubOAuth.cookie_options=" + json.dumps(cookie_options),
+        ]
 allowed = listed("ALLOWED_USERS")
 if allowed:
     c.Authenticator.allowed_users = allowed

@@ -47,6 +47,7 @@ def load_hub_config(
     config_file = directory / "jupyterhub_config.py"
     config_file.write_text(hub.hub_config())
     (directory / f"{HUB_MODULE}.py").write_text(hub.spawner_module())
+    (directory / "swarmhub_lti.py").write_text(hub.lti_module())
     (directory / "server-firewall.nft").write_text(SERVER_FIREWALL)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the config puts its directory first
 
@@ -56,9 +57,11 @@ def load_hub_config(
                 key, value = line.split("=", 1)
                 monkeypatch.setenv(key, value)
         sys.modules.pop(HUB_MODULE, None)  # a new hub process: a new spawn queue
+        sys.modules.pop("swarmhub_lti", None)
         # `jupyterhub -f /srv/jupyterhub/jupyterhub_config.py`: an absolute name, no path.
         loader = JupyterHub.python_config_loader_class(str(config_file), path=None)
         return loader.load_config()
 
     yield load
     sys.modules.pop(HUB_MODULE, None)
+    sys.modules.pop("swarmhub_lti", None)
