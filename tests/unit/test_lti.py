@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import importlib.util
 import json
+import runpy
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import pytest
 from traitlets.config import Config
 
 from swarmhub import settings
-from swarmhub.errors import SwarmhubError
 from swarmhub.hubside import LTI_MODULE
 from swarmhub.steps import hub
+from tests.unit.test_auth import error as auth_error
+from tests.unit.test_auth import load as auth_load
 
-HOSTS = "HUB_HOST=hub\nNODE_HOSTS=node-1,node-2\nPROXY_HOST=proxy\nDOMAIN=hub.example.edu\n"
+DOMAIN = "DOMAIN=hub.example.edu\n"
 LTI = (
     "AUTHENTICATOR=lti13\nLTI13_ISSUER=https://canvas.example.edu\nLTI13_CLIENT_ID=10000042\n"
     "LTI13_AUTHORIZE_URL=https://canvas.example.edu/api/lti/authorize_redirect\n"
@@ -37,29 +38,18 @@ TA = "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssis
 ADMIN = "http://purl.imsglobal.org/vocab/lis/v2/institution/person#Administrator"
 
 
-def lti_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("swarmhub_lti_under_test", LTI_MODULE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lti = lti_module()
-
-
-def load(tmp_path: Path, text: str) -> settings.Settings:
-    path = tmp_path / "course.env"
-    path.write_text(HOSTS + text)
-    return settings.load(str(path))
+# The hub imports it from its file, beside the config: so do the tests.
+lti = SimpleNamespace(**runpy.run_path(str(LTI_MODULE)))
 
 
 def error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(SwarmhubError) as caught:
-        load(tmp_path, text)
-    message = str(caught.value)
+    message = auth_error(tmp_path, DOMAIN + text)
     assert "\n" not in message
     return message
+
+
+def load(tmp_path: Path, text: str) -> settings.Settings:
+    return auth_load(tmp_path, DOMAIN + text)
 
 
 # --- settings ---
