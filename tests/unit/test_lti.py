@@ -222,3 +222,34 @@ def test_the_module_imports_only_what_the_hub_image_has() -> None:
     }
     hub_image = {"jupyterhub", "ltiauthenticator", "traitlets"}
     assert imported - set(sys.stdlib_module_names) - {"__future__"} <= hub_image
+
+
+def test_jupyterhub_starts_with_the_lms_config(
+    tmp_path: Path, load_hub_config: Callable[[str], Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real JupyterHub initializes with it: no 'Group management has been offloaded to the
+    authenticator' (load_groups beside manage_groups), auth state with the crypt key."""
+    from jupyterhub.app import JupyterHub
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "0" * 64)
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "t")
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    extra = (
+        "USER_IMAGE=u\nSWARM_NETWORK=n\nUSER_MEM_LIMIT=1073741824\nUSER_CPU_LIMIT=1.5\n"
+        f"HOMES_DIR={homes}\nHOME_UID=1000\nHOME_GID=1000\nSPAWN_CONCURRENCY=\n"
+    )
+    config = load_hub_config(lti_hub_env(tmp_path) + extra)
+    config.JupyterHub.db_url = f"sqlite:///{tmp_path}/hub.sqlite"
+    config.JupyterHub.cookie_secret_file = str(tmp_path / "cookie_secret")
+    config.JupyterHub.pid_file = ""
+    config.JupyterHub.services = []
+    config.JupyterHub.load_roles = []
+    monkeypatch.chdir(tmp_path)
+    app = JupyterHub(config=config)
+    try:
+        asyncio.run(app.initialize([]))
+        assert app.authenticator.manage_groups and app.authenticator.enable_auth_state
+        assert type(app.authenticator).__name__ == "SwarmhubLTI13Authenticator"
+    finally:
+        JupyterHub.clear_instance()
