@@ -323,6 +323,15 @@ def _name(value: str) -> str:
     return value
 
 
+def _course_id(value: str) -> str:
+    value = value.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", value):
+        raise ValueError(
+            f"{value!r} is not a course id: letters, digits, '-' or '_' (nbgrader's course_id)"
+        )
+    return value
+
+
 def _image_pins(value: str) -> dict[str, str]:
     return parse_pins(value)
 
@@ -379,6 +388,11 @@ SCHEMA: dict[str, Key] = {
         _text, "openid,profile,email", "AUTHENTICATOR=oidc: scopes, comma-separated"
     ),
     "OIDC_LOGIN_SERVICE": Key(_text, "your institution", "AUTHENTICATOR=oidc: 'Sign in with …'"),
+    # The course (nbgrader, issue 20, docs/nbgrader.md)
+    "COURSE_ID": Key(_course_id, "", "the nbgrader course id; empty: no nbgrader, no exchange"),
+    "GRADERS_GROUP": Key(
+        _name, "graders", "the JupyterHub group whose members grade (formgrader, gradebook)"
+    ),
     # Users' servers
     "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
     "USER_MEM_GUARANTEE": Key(

@@ -159,6 +159,10 @@ def hub_settings_env(settings: Settings) -> str:
         # by each server when it starts (KERNEL_EGRESS=allow-list).
         "KERNEL_EGRESS_NAMES": ",".join(egress_names(settings)),
     }
+    if settings.course_id:
+        # nbgrader (docs/nbgrader.md): the spawner mounts each server its view of the course.
+        values["COURSE_ID"] = settings.course_id
+        values["GRADERS_GROUP"] = settings.graders_group
     if settings.metrics == "on":
         # The admins' dashboard (monitor.metrics): the hub routes /services/prometheus/ there.
         values["DASHBOARD_PORT"] = str(DASHBOARD_PORT)
