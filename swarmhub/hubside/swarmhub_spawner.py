@@ -469,6 +469,7 @@ class CourseSwarmSpawner(SwarmSpawner):
     graders_group: ClassVar[str] = "graders"
     homes_dir: ClassVar[str] = ""
     home_owner: ClassVar[tuple[int, int]] = (1000, 100)
+    gradebook_url: ClassVar[str] = ""
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The server's address on the overlay network, read from its task, not its service
@@ -618,6 +619,10 @@ class CourseSwarmSpawner(SwarmSpawner):
             # convenience, not the isolation, which is the mounts and the firewall.
             "JUPYTER_CONFIG_PATH": ROLES_CONFIG + ("grader" if grader else "student"),
         }
+        self.environment.pop("NBGRADER_DB_URL", None)
+        if grader and self.gradebook_url:
+            # the gradebook's password: graders' servers only (their firewall opens 5432)
+            self.environment["NBGRADER_DB_URL"] = self.gradebook_url
         self.log.info(
             "%s gets course %s as %s",
             self._log_name,

@@ -150,6 +150,11 @@ CourseSwarmSpawner.course_id = env.get("COURSE_ID", "")
 CourseSwarmSpawner.graders_group = env.get("GRADERS_GROUP", "graders")
 CourseSwarmSpawner.homes_dir = HOMES_DIR
 CourseSwarmSpawner.home_owner = (int(env["HOME_UID"]), int(env["HOME_GID"]))
+if env.get("GRADEBOOK_PASSWORD"):  # gradebook.database's PostgreSQL (secrets/gradebook.env)
+    CourseSwarmSpawner.gradebook_url = (
+        f"postgresql://nbgrader:{env['GRADEBOOK_PASSWORD']}@{env['GRADEBOOK_HOST']}:5432/"
+        + env["GRADEBOOK_DB"]
+    )
 
 # Who may log in (AUTHENTICATOR in the env file; OAuth secrets in secrets/auth.env).
 OAUTH_CLASSES = {"github": "github", "google": "google", "oidc": "generic-oauth"}

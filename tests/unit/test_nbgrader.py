@@ -204,3 +204,73 @@ def test_grades_csv_has_one_row_a_student_and_no_zero_for_a_missing_one() -> Non
         [("bob", "ps1", 3.0, 5.0), ("alice", "ps1", 5.0, 5.0), ("bob", "ps2", 1.5, 2.0)]
     )
     assert text == "Student,ps1 (5 pts),ps2 (2 pts)\nalice,5,\nbob,3,1.5\n"
+
+
+# --- gradebook.database (its facts on the sandbox: tests/unit/facts/gradebook.database) ---
+
+
+def gradebook_ctx(tmp_path: Path, extra: str = "COURSE_ID=data8\n") -> object:
+    return SimpleNamespace(settings=settings.load(env_file(tmp_path, extra)))
+
+
+def test_pg_hba_is_made_of_the_course_alone(tmp_path: Path) -> None:
+    """The earlier attempt's pitfall: pg_hba.conf from the live address listing, rewritten
+    (and PostgreSQL restarted) on a second run. Here no address of any host is in it."""
+    from swarmhub.steps import gradebook
+
+    one = gradebook.pg_hba(gradebook_ctx(tmp_path).settings)  # type: ignore[attr-defined]
+    assert one == gradebook.pg_hba(gradebook_ctx(tmp_path).settings)  # type: ignore[attr-defined]
+    assert "nbgrader_data8  nbgrader" in one and "scram-sha-256" in one
+    assert "10." not in one and "trust" not in one
+
+
+def test_no_course_no_gradebook(tmp_path: Path) -> None:
+    from swarmhub.runbook.change import Ok
+    from swarmhub.steps import gradebook
+
+    from .fakehost import answering, declared, view_of
+
+    host = view_of(answering("hub", ("hub",), {}, {}))
+    items = declared(gradebook.apply(gradebook_ctx(tmp_path, ""), host))  # type: ignore[arg-type]
+    assert items == [Ok("no COURSE_ID: no gradebook")]
+
+
+def test_a_second_run_changes_nothing_and_a_new_one_never_prints_the_password(
+    tmp_path: Path,
+) -> None:
+    from swarmhub.runbook.change import Change
+    from swarmhub.steps import gradebook
+
+    from .fakehost import answering, declared, view_of
+
+    conf = "/etc/postgresql/17/main"
+    done = {
+        "dpkg-query": "",
+        "pg_lsclusters": "17 main\n",
+        "test -s": "600\n",
+        "PGPASSWORD": "",
+    }
+    files = {f"{conf}/pg_hba.conf": "", f"{conf}/conf.d/swarmhub.conf": ""}
+    ctx = gradebook_ctx(tmp_path)
+    again = declared(gradebook.apply(ctx, view_of(answering("hub", ("hub",), done, files))))  # type: ignore[arg-type]
+    assert not [i for i in again if isinstance(i, Change)], again
+    changed = {f"{conf}/pg_hba.conf": "content", f"{conf}/conf.d/swarmhub.conf": ""}
+    host = answering("hub", ("hub",), done, changed)
+    items = declared(gradebook.apply(ctx, view_of(host)))  # type: ignore[arg-type]
+    changes = [i for i in items if isinstance(i, Change)]
+    assert len(changes) == 1 and "postgresql@17-main restarted" in changes[0].message
+    command = gradebook.role_sql_command("/srv/x/secrets/gradebook_password", "nbgrader_data8")
+    assert command.startswith("pw=$(cat ") and 'printf "' in command  # a builtin, not argv
+
+
+def test_only_graders_servers_pass_to_the_gradebook(tmp_path: Path) -> None:
+    from swarmhub.steps import firewall
+
+    with_course = settings.load(env_file(tmp_path, "COURSE_ID=data8\n"))
+    server = hub.server_firewall(with_course)
+    assert "tcp dport 5432 reject" in server
+    assert "5432" not in hub.server_firewall(settings.load(env_file(tmp_path, "")))
+    rules = firewall.render_rules(with_course, ("hub",), ["10.0.0.1"], ["10.0.0.2"])
+    assert "5432" in rules
+    start = (PROJECT_ROOT / "images" / "user" / "swarmhub-server-start").read_text()
+    assert 'SWARMHUB_COURSE_ROLE:-}" = grader' in start and "tcp dport 5432 accept" in start
