@@ -69,18 +69,17 @@ def cluster_of(host: HostView) -> tuple[str, str]:
 
 def role_sql_command(password_path: str, database: str) -> str:
     """The role (its password from the file, through printf, a shell builtin: never on a
-    command line) and the database, made or set again."""
+    command line) and the database, made or set again. echo and printf are builtins; psql's
+    \\gexec runs the CREATE only when the SELECT finds it missing."""
     quoted = shlex.quote(password_path)
-    sql = (
-        f"SELECT 'CREATE ROLE {ROLE} LOGIN' WHERE NOT EXISTS "
-        f"(SELECT FROM pg_roles WHERE rolname = '{ROLE}')\\\\gexec\n"
-        f"ALTER ROLE {ROLE} LOGIN PASSWORD '%s';\n"
-        f"SELECT 'CREATE DATABASE {database} OWNER {ROLE}' WHERE NOT EXISTS "
-        f"(SELECT FROM pg_database WHERE datname = '{database}')\\\\gexec\n"
-    )
     return (
-        f'pw=$(cat {quoted}) && printf "{sql}" "$pw" | '
-        "runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres"
+        f"pw=$(cat {quoted}) && {{ "
+        f"echo \"SELECT 'CREATE ROLE {ROLE} LOGIN' WHERE NOT EXISTS "
+        f"(SELECT FROM pg_roles WHERE rolname = '{ROLE}') \\gexec\"; "
+        f"printf \"ALTER ROLE {ROLE} LOGIN PASSWORD '%s';\\n\" \"$pw\"; "
+        f"echo \"SELECT 'CREATE DATABASE {database} OWNER {ROLE}' WHERE NOT EXISTS "
+        f"(SELECT FROM pg_database WHERE datname = '{database}') \\gexec\"; "
+        "} | runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres"
     )
 
 

@@ -11,5 +11,8 @@ if course:
     c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE", "/srv/nbgrader/exchange")
     if os.environ.get("SWARMHUB_COURSE_ROLE") == "grader":
         c.CourseDirectory.root = "/srv/nbgrader/course"
+        # Every server runs as jovyan: the files' owner names no student. Who submitted is
+        # the directory the hub mounted for them (swarmhub-collect-submissions checks it).
+        c.ExchangeCollect.check_owner = False
         if os.environ.get("NBGRADER_DB_URL"):
             c.CourseDirectory.db_url = os.environ["NBGRADER_DB_URL"]
