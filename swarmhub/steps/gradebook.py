@@ -76,7 +76,7 @@ def role_sql_command(password_path: str, database: str) -> str:
         f"pw=$(cat {quoted}) && {{ "
         f"echo \"SELECT 'CREATE ROLE {ROLE} LOGIN' WHERE NOT EXISTS "
         f"(SELECT FROM pg_roles WHERE rolname = '{ROLE}') \\gexec\"; "
-        f"printf \"ALTER ROLE {ROLE} LOGIN PASSWORD '%s';\\n\" \"$pw\"; "
+        f'printf "ALTER ROLE {ROLE} LOGIN PASSWORD \'%s\';\\n" "$pw"; '
         f"echo \"SELECT 'CREATE DATABASE {database} OWNER {ROLE}' WHERE NOT EXISTS "
         f"(SELECT FROM pg_database WHERE datname = '{database}') \\gexec\"; "
         "} | runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres"

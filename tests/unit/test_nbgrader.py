@@ -274,3 +274,28 @@ def test_only_graders_servers_pass_to_the_gradebook(tmp_path: Path) -> None:
     assert "5432" in rules
     start = (PROJECT_ROOT / "images" / "user" / "swarmhub-server-start").read_text()
     assert 'SWARMHUB_COURSE_ROLE:-}" = grader' in start and "tcp dport 5432 accept" in start
+
+
+def test_the_gradebooks_rows_become_the_csv() -> None:
+    from swarmhub.course import grades_command, grades_csv, parse_grades
+
+    rows = parse_grades("alice|ps1|2|2\nbob|ps1|0|2\ncarol|ps1||2\n")
+    assert rows == [
+        ("alice", "ps1", 2.0, 2.0),
+        ("bob", "ps1", 0.0, 2.0),
+        ("carol", "ps1", None, 2.0),
+    ]
+    assert grades_csv(rows) == "Student,ps1 (2 pts)\nalice,2\nbob,0\ncarol,\n"
+    assert grades_command("nbgrader_data8").startswith("runuser -u postgres -- psql")
+
+
+def test_course_grades_without_a_course_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "SWARMHUB_ENV": env_file(tmp_path, "")}
+    run = subprocess.run(
+        [str(PROJECT_ROOT / ".venv/bin/invoke"), "course.grades"],
+        capture_output=True, text=True, env=env, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert (
+        run.stderr.strip() == "course.grades: no COURSE_ID in the env file: there is no gradebook"
+    )
