@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 
 from swarmhub.errors import SwarmhubError
-from swarmhub.runbook.change import Change, FileWrite, Later, Ok, Steps
+from swarmhub.runbook.change import Change, FileWrite, Ok, Steps
 from swarmhub.runbook.ensure import ensure_packages, ensure_secret, file_differs
 from swarmhub.runbook.host import HostView
 from swarmhub.runbook.session import Step, StepContext
@@ -56,8 +56,14 @@ def server_conf() -> str:
 
 
 def cluster_of(host: HostView) -> tuple[str, str]:
-    """The version and name of the host's one PostgreSQL cluster (pg_lsclusters)."""
-    found = host.probe("pg_lsclusters --no-header 2>/dev/null | awk '{ print $1, $2 }'")
+    """The version and name of the host's one PostgreSQL cluster (pg_lsclusters); before the
+    install, the one the package will make: Debian's `main` of the version it depends on, so
+    that plan declares what apply will do."""
+    found = host.probe(
+        "pg_lsclusters --no-header 2>/dev/null | awk '{ print $1, $2 }' | grep . || "
+        "apt-cache show --no-all-versions postgresql 2>/dev/null "
+        "| sed -n 's/^Depends: postgresql-\\([0-9][0-9]*\\).*/\\1 main/p'"
+    )
     lines = [line.split() for line in found.stdout.splitlines() if line.strip()]
     if len(lines) != 1 or len(lines[0]) != 2:
         raise SwarmhubError(
@@ -97,11 +103,8 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     if not settings.course_id:
         yield Ok("no COURSE_ID: no gradebook")
         return
-    installed = yield from ensure_packages(hub, ["postgresql"], "nbgrader's gradebook")
-    if installed and not installed.applied:
-        yield Later("PostgreSQL's cluster, its settings and the gradebook: after the install")
-        return
     version, name = cluster_of(hub)
+    yield from ensure_packages(hub, ["postgresql"], "nbgrader's gradebook")
     conf_dir = f"/etc/postgresql/{version}/{name}"
     files = []
     for path, content, mode in (
