@@ -469,7 +469,7 @@ class CourseSwarmSpawner(SwarmSpawner):
     graders_group: ClassVar[str] = "graders"
     homes_dir: ClassVar[str] = ""
     home_owner: ClassVar[tuple[int, int]] = (1000, 100)
-    gradebook_url: ClassVar[str] = ""
+    gradebook_url: ClassVar[str] = ""  # postgresql+psycopg2: the image has psycopg2, not psycopg 3
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The server's address on the overlay network, read from its task, not its service
