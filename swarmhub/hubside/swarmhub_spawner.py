@@ -595,6 +595,18 @@ class CourseSwarmSpawner(SwarmSpawner):
         with the dummy authenticator, the LMS's roles with LTI)."""
         return self.graders_group in {group.name for group in self.user.groups}
 
+    async def find_gradebook_host(self) -> None:
+        """The gradebook's address (PostgreSQL on the hub), once for the hub: HUB_ADDRESS when
+        set, else the swarm manager's own address (`docker info`), which nodes reach; a host
+        name may not resolve inside a server."""
+        cls = type(self)
+        if not self.course_id or "{host}" not in cls.gradebook_url:
+            return
+        info = await self.docker("info")
+        address = (info.get("Swarm") or {}).get("NodeAddr") or ""
+        if address:
+            CourseSwarmSpawner.gradebook_url = cls.gradebook_url.replace("{host}", address)
+
     def apply_course(self) -> None:
         """With a course: this start's mounts of it (course_mounts) and nbgrader's settings;
         the group is read at each start, so a grader removed loses the course at the next."""
@@ -620,7 +632,7 @@ class CourseSwarmSpawner(SwarmSpawner):
             "JUPYTER_CONFIG_PATH": ROLES_CONFIG + ("grader" if grader else "student"),
         }
         self.environment.pop("NBGRADER_DB_URL", None)
-        if grader and self.gradebook_url:
+        if grader and self.gradebook_url and "{host}" not in self.gradebook_url:
             # the gradebook's password: graders' servers only (their firewall opens 5432)
             self.environment["NBGRADER_DB_URL"] = self.gradebook_url
         self.log.info(
@@ -669,6 +681,7 @@ class CourseSwarmSpawner(SwarmSpawner):
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
         self.apply_profile()  # first: a refused profile takes no turn and starts nothing
+        await self.find_gradebook_host()
         self.apply_course()
         await self.pin_image()
         wanted = (int(self.mem_guarantee or 0), int((self.cpu_guarantee or 0) * 1e9))

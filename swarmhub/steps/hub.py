@@ -179,7 +179,8 @@ def hub_settings_env(settings: Settings) -> str:
         values["COURSE_ID"] = settings.course_id
         values["GRADERS_GROUP"] = settings.graders_group
         # gradebook.database's PostgreSQL on the hub, as graders' servers reach it
-        values["GRADEBOOK_HOST"] = settings.hub_address or settings.hub_host
+        # (empty: the spawner asks Docker for the swarm manager's address)
+        values["GRADEBOOK_HOST"] = settings.hub_address
         values["GRADEBOOK_DB"] = "nbgrader_" + settings.course_id.lower().replace("-", "_")
     if settings.metrics == "on":
         # The admins' dashboard (monitor.metrics): the hub routes /services/prometheus/ there.

@@ -152,7 +152,9 @@ CourseSwarmSpawner.homes_dir = HOMES_DIR
 CourseSwarmSpawner.home_owner = (int(env["HOME_UID"]), int(env["HOME_GID"]))
 if env.get("GRADEBOOK_PASSWORD"):  # gradebook.database's PostgreSQL (secrets/gradebook.env)
     CourseSwarmSpawner.gradebook_url = (
-        f"postgresql+psycopg2://nbgrader:{env['GRADEBOOK_PASSWORD']}@{env['GRADEBOOK_HOST']}:5432/"
+        f"postgresql+psycopg2://nbgrader:{env['GRADEBOOK_PASSWORD']}@"
+        + (env.get("GRADEBOOK_HOST") or "{host}")  # {host}: the swarm manager's address
+        + ":5432/"
         + env["GRADEBOOK_DB"]
     )
 

@@ -23,7 +23,7 @@ import pytest
 
 from swarmhub.course import grades_csv
 from swarmhub.student import Student
-from tests.e2e.conftest import NODE_LIST, SETTINGS
+from tests.e2e.conftest import ADDRESSES, HUB, NODE_LIST, SETTINGS
 from tests.e2e.test_7b_isolation import start_on
 
 pytestmark = [
@@ -123,7 +123,7 @@ def test_release_submit_collect_autograde_across_nodes(people: dict[str, Student
         f"touch {EXCHANGE}/outbound/ps1/forged",
         "nbgrader submit ps1 --student bob6c",
         "env | grep -c NBGRADER_DB_URL",
-        f"timeout 5 bash -c 'echo > /dev/tcp/{SETTINGS.hub_address or SETTINGS.hub_host}/5432'",
+        f"timeout 5 bash -c 'echo > /dev/tcp/{ADDRESSES[HUB]}/5432'",
     )
     inbound, course, found, outbound, forged, db_env, db_port = seen
     assert (
