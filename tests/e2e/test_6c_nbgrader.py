@@ -126,11 +126,9 @@ def test_release_submit_collect_autograde_across_nodes(people: dict[str, Student
         f"timeout 5 bash -c 'echo > /dev/tcp/{ADDRESSES[HUB]}/5432'",
     )
     inbound, course, found, outbound, forged, db_env, db_port = seen
-    assert (
-        inbound["rc"] == 0
-        and inbound["out"].split()
-        and all(entry.startswith("alice6c+ps1+") for entry in inbound["out"].split())
-    ), inbound
+    entries = inbound["out"].splitlines()  # names hold spaces: one a line
+    assert inbound["rc"] == 0 and entries, inbound
+    assert all(entry.startswith("alice6c+ps1+") for entry in entries), inbound
     assert course["rc"] != 0 and "No such file" in course["err"], course
     assert "bob6c+ps1" not in found["out"] and "bob" not in found["out"], found
     assert outbound["rc"] != 0 and "Read-only" in outbound["err"], outbound
