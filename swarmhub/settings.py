@@ -331,6 +331,15 @@ def _origin(value: str) -> str:
     return value
 
 
+def _course_id(value: str) -> str:
+    value = value.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", value):
+        raise ValueError(
+            f"{value!r} is not a course id: letters, digits, '-' or '_' (nbgrader's course_id)"
+        )
+    return value
+
+
 def _image_pins(value: str) -> dict[str, str]:
     return parse_pins(value)
 
@@ -397,8 +406,15 @@ SCHEMA: dict[str, Key] = {
         _choice("sub", "email"), "sub", "AUTHENTICATOR=lti13: user name (and home): sub or email"
     ),
     "LTI_IFRAME": Key(_origin, "", "empty: launches in a new window; an LMS origin: its iframe"),
-    "GRADERS_GROUP": Key(_name, "graders", "group of the LMS's instructors and TAs"),
+    "GRADERS_GROUP": Key(
+        _name,
+        "graders",
+        "the group whose members grade (formgrader, gradebook); with lti13, the LMS's "
+        "instructors and TAs",
+    ),
     "STUDENTS_GROUP": Key(_name, "students", "group of the LMS's other course members"),
+    # The course (nbgrader, issue 20, docs/nbgrader.md)
+    "COURSE_ID": Key(_course_id, "", "the nbgrader course id; empty: no nbgrader, no exchange"),
     # Users' servers
     "USER_MEM_LIMIT": Key(_memory, "2G", "memory limit of each user's server"),
     "USER_MEM_GUARANTEE": Key(

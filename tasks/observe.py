@@ -8,6 +8,7 @@ from invoke import Context, task
 from invoke.exceptions import Exit
 
 from swarmhub import settings as env_settings
+from swarmhub.course import course_line
 from swarmhub.observe import diagnose as diagnose_archive
 from swarmhub.observe import figures, report, sources
 from swarmhub.observe import health as health_probe
@@ -22,7 +23,10 @@ def status(c: Context, json: bool = False) -> None:
     Exits 1 when anything fails: those rows are marked with ``!`` and the last line names
     every problem. An unreachable host is such a row. With --json, the same as one document.
     """
-    state = cluster_status.gather(env_settings.load())
+    loaded = env_settings.load()
+    state = cluster_status.gather(loaded)
+    if not json and course_line(loaded):
+        print(course_line(loaded), end="\n\n")
     print(report.to_json(state) if json else report.render_text(state), flush=True)
     if not state.healthy:
         raise Exit(code=1)

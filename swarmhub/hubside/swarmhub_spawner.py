@@ -464,6 +464,12 @@ class CourseSwarmSpawner(SwarmSpawner):
     # Why a user's last server stopped when its node did, by user name, shown on the next
     # spawn's page (a class attribute: the hub may make a new spawner for the next start).
     lost_nodes: ClassVar[dict[str, str]] = {}
+    # The course (COURSE_ID; empty: no nbgrader) and who grades it: set by the config.
+    course_id: ClassVar[str] = ""
+    graders_group: ClassVar[str] = "graders"
+    homes_dir: ClassVar[str] = ""
+    home_owner: ClassVar[tuple[int, int]] = (1000, 100)
+    gradebook_url: ClassVar[str] = ""  # postgresql+psycopg2: the image has psycopg2, not psycopg 3
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The server's address on the overlay network, read from its task, not its service
@@ -584,6 +590,58 @@ class CourseSwarmSpawner(SwarmSpawner):
         self.log.info("%s starts profile %s (%s)", self._log_name, profile["name"], self.image)
         return profile
 
+    def is_grader(self) -> bool:
+        """Whether this server's user is in the graders' group (the profiles file's groups
+        with the dummy authenticator, the LMS's roles with LTI)."""
+        return self.graders_group in {group.name for group in self.user.groups}
+
+    async def find_gradebook_host(self) -> None:
+        """The gradebook's address (PostgreSQL on the hub), once for the hub: HUB_ADDRESS when
+        set, else the swarm manager's own address (`docker info`), which nodes reach; a host
+        name may not resolve inside a server."""
+        cls = type(self)
+        if not self.course_id or "{host}" not in cls.gradebook_url:
+            return
+        info = await self.docker("info")
+        address = (info.get("Swarm") or {}).get("NodeAddr") or ""
+        if address:
+            CourseSwarmSpawner.gradebook_url = cls.gradebook_url.replace("{host}", address)
+
+    def apply_course(self) -> None:
+        """With a course: this start's mounts of it (course_mounts) and nbgrader's settings;
+        the group is read at each start, so a grader removed loses the course at the next."""
+        if not self.course_id:
+            self.environment = {**self.environment, "JUPYTER_CONFIG_PATH": ROLES_CONFIG + "none"}
+            return
+        grader = self.is_grader()
+        make_course_dirs(
+            self.homes_dir, self.course_id, self.escaped_name, self.user.name, *self.home_owner
+        )
+        base = {k: v for k, v in self.volumes.items() if not k.startswith(self.homes_dir + "/.")}
+        self.volumes = {
+            **base,
+            **course_mounts(self.homes_dir, self.course_id, self.escaped_name, grader),
+        }
+        self.environment = {
+            **self.environment,
+            "NBGRADER_COURSE_ID": self.course_id,
+            "NBGRADER_EXCHANGE": EXCHANGE_ROOT,
+            "SWARMHUB_COURSE_ROLE": "grader" if grader else "student",
+            # nbgrader's extensions of the role (the user image's swarmhub-roles/): a
+            # convenience, not the isolation, which is the mounts and the firewall.
+            "JUPYTER_CONFIG_PATH": ROLES_CONFIG + ("grader" if grader else "student"),
+        }
+        self.environment.pop("NBGRADER_DB_URL", None)
+        if grader and self.gradebook_url and "{host}" not in self.gradebook_url:
+            # the gradebook's password: graders' servers only (their firewall opens 5432)
+            self.environment["NBGRADER_DB_URL"] = self.gradebook_url
+        self.log.info(
+            "%s gets course %s as %s",
+            self._log_name,
+            self.course_id,
+            "grader" if grader else "student",
+        )
+
     async def pin_image(self) -> str:
         """Name this start's image by its digest too (`repo:tag@sha256:...`), as `docker
         service create` does, so that the node starts the copy it holds without asking the
@@ -623,6 +681,8 @@ class CourseSwarmSpawner(SwarmSpawner):
     async def start(self) -> tuple[str, int]:
         self.phase = "requested"
         self.apply_profile()  # first: a refused profile takes no turn and starts nothing
+        await self.find_gradebook_host()
+        self.apply_course()
         await self.pin_image()
         wanted = (int(self.mem_guarantee or 0), int((self.cpu_guarantee or 0) * 1e9))
         no_room = await self.room.claim(self, wanted)
@@ -729,6 +789,84 @@ def home_maker(homes_dir: str, uid: int, gid: int) -> Callable[[Spawner], None]:
             os.chmod(path, 0o700)
 
     return make_home
+
+
+# --- The course's nbgrader exchange (issue 20, docs/nbgrader.md) ---
+# Every server runs as jovyan (uid 1000) and the homes' storage squashes every write to
+# HOME_UID, so Unix permissions keep no student from another: what a server can reach is only
+# what the spawner mounts into it. Under HOMES_DIR/.course/<COURSE_ID> (the storage every node
+# mounts; ".course" is no user's escaped name: escaping writes "." as "-2e"):
+#   course/              the graders' course directory (source, release, submitted, autograded)
+#   exchange/outbound/   released assignments: read-only to students
+#   exchange/inbound/<s> one student's submissions: that student's own, nobody else's
+#   exchange/feedback/<s> one student's feedback: read-only to them
+#   exchange/names/<s>   the user name of escaped name s, written by the hub alone
+#   exchange/collected/  what swarmhub-collect-submissions kept (the graders' inbound)
+EXCHANGE_ROOT = "/srv/nbgrader/exchange"
+COURSE_ROOT = "/srv/nbgrader/course"
+SUBMISSIONS_ROOT = "/srv/nbgrader/submissions"
+STUDENTS_ROOT = "/srv/nbgrader/students"
+ROLES_CONFIG = "/opt/venv/etc/jupyter/swarmhub-roles/"
+
+
+def course_dir(homes_dir: str, course_id: str) -> str:
+    """The course's directory on the homes' storage."""
+    return os.path.join(homes_dir, ".course", course_id)
+
+
+def course_mounts(
+    homes_dir: str, course_id: str, escaped_name: str, grader: bool
+) -> dict[str, dict[str, str]]:
+    """The bind mounts (SwarmSpawner's volumes: host path -> bind and mode) of one server:
+    a student's sees the released assignments read-only, their own inbound and feedback
+    directories, nothing of anyone else's; a grader's the course directory and the whole
+    exchange, every student's submissions read-only (collected by the name the hub wrote)."""
+    root = course_dir(homes_dir, course_id)
+    exchange = os.path.join(root, "exchange")
+    seen = f"{EXCHANGE_ROOT}/{course_id}"
+    if not grader:
+        return {
+            f"{exchange}/outbound": {"bind": f"{seen}/outbound", "mode": "ro"},
+            f"{exchange}/inbound/{escaped_name}": {"bind": f"{seen}/inbound", "mode": "rw"},
+            f"{exchange}/feedback/{escaped_name}": {"bind": f"{seen}/feedback", "mode": "ro"},
+        }
+    return {
+        f"{root}/course": {"bind": COURSE_ROOT, "mode": "rw"},
+        f"{exchange}/outbound": {"bind": f"{seen}/outbound", "mode": "rw"},
+        f"{exchange}/collected": {"bind": f"{seen}/inbound", "mode": "rw"},
+        f"{exchange}/feedback-out": {"bind": f"{seen}/feedback", "mode": "rw"},
+        f"{exchange}/inbound": {"bind": SUBMISSIONS_ROOT, "mode": "ro"},
+        f"{exchange}/names": {"bind": STUDENTS_ROOT, "mode": "ro"},
+    }
+
+
+def make_course_dirs(
+    homes_dir: str, course_id: str, escaped_name: str, name: str, uid: int, gid: int
+) -> None:
+    """Make the course's directories a server mounts (a swarm bind mount fails when its
+    source is missing), owned by uid:gid, and write the student's user name under names/."""
+    root = course_dir(homes_dir, course_id)
+    exchange = os.path.join(root, "exchange")
+    paths = [os.path.join(root, "course")]
+    paths += [os.path.join(exchange, d) for d in ("outbound", "collected", "feedback-out")]
+    paths += [os.path.join(exchange, d, escaped_name) for d in ("inbound", "feedback")]
+    paths.append(os.path.join(exchange, "names"))
+    for path in paths:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        status = os.stat(path)
+        if (status.st_uid, status.st_gid) != (uid, gid):
+            os.chown(path, uid, gid)
+    named = os.path.join(exchange, "names", escaped_name)
+    try:
+        with open(named) as f:
+            if f.read() == name:
+                return
+    except FileNotFoundError:
+        pass
+    with open(named + ".new", "w") as f:
+        f.write(name)
+    os.chown(named + ".new", uid, gid)
+    os.replace(named + ".new", named)
 
 
 def profile_form(spawner: CourseSwarmSpawner) -> str:

@@ -39,6 +39,7 @@ UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"
 TABLE = "inet swarmhub"
 
 NFS_PORT = 2049
+GRADEBOOK_PORT = 5432  # gradebook.database's PostgreSQL, on the hub
 SWARM_TCP = (2377, 7946)
 SWARM_UDP = (7946, 4789)
 # Interfaces of Docker's bridges on a host: containers' own traffic.
@@ -71,6 +72,8 @@ def render_rules(
     internal_tcp = [*SWARM_TCP, NFS_PORT, *settings.firewall_cluster_tcp_ports]
     if "hub" in roles:
         internal_tcp.append(settings.registry_port)
+        if settings.course_id:
+            internal_tcp.append(GRADEBOOK_PORT)  # gradebook.database: graders' servers
     if settings.metrics == "on":
         internal_tcp.append(NODE_EXPORTER_PORT)  # scraped by Prometheus on the hub
         if "hub" in roles or "node" in roles:
@@ -95,6 +98,9 @@ def render_rules(
         # chp (a container of the hub's) to the admins' dashboard, which listens on Docker's
         # default bridge only (monitor.metrics): the one port of the hub containers reach.
         dashboard_port=DASHBOARD_PORT if "hub" in roles and settings.metrics == "on" else "",
+        # nbgrader's gradebook on the hub: containers pass here; each server's own firewall
+        # lets only graders' through (server-firewall.nft, swarmhub-server-start).
+        gradebook=f"{GRADEBOOK_PORT}" if settings.course_id else "",
         cluster_tcp_ports=_ports(list(settings.firewall_cluster_tcp_ports))
         if settings.firewall_cluster_tcp_ports
         else "",

@@ -135,6 +135,21 @@ def refuse_major_change(settings: Settings, hub: str, running: str | None) -> st
     )
 
 
+# With a course (COURSE_ID): the gradebook's password (gradebook.database makes it too), which
+# the spawner gives graders' servers alone.
+GRADEBOOK_SECRET = "gradebook_password"
+
+
+def secret_names(settings: Settings) -> tuple[str, ...]:
+    return SECRETS + ((GRADEBOOK_SECRET,) if settings.course_id else ())
+
+
+def secret_env_files(settings: Settings) -> dict[str, dict[str, str]]:
+    if not settings.course_id:
+        return SECRET_ENV_FILES
+    return {**SECRET_ENV_FILES, "gradebook.env": {"GRADEBOOK_PASSWORD": GRADEBOOK_SECRET}}
+
+
 def hub_settings_env(settings: Settings) -> str:
     """hub.env: the hub's settings that are not secret."""
     values = {
@@ -159,6 +174,14 @@ def hub_settings_env(settings: Settings) -> str:
         # by each server when it starts (KERNEL_EGRESS=allow-list).
         "KERNEL_EGRESS_NAMES": ",".join(egress_names(settings)),
     }
+    if settings.course_id:
+        # nbgrader (docs/nbgrader.md): the spawner mounts each server its view of the course.
+        values["COURSE_ID"] = settings.course_id
+        values["GRADERS_GROUP"] = settings.graders_group
+        # gradebook.database's PostgreSQL on the hub, as graders' servers reach it
+        # (empty: the spawner asks Docker for the swarm manager's address)
+        values["GRADEBOOK_HOST"] = settings.hub_address
+        values["GRADEBOOK_DB"] = "nbgrader_" + settings.course_id.lower().replace("-", "_")
     if settings.metrics == "on":
         # The admins' dashboard (monitor.metrics): the hub routes /services/prometheus/ there.
         values["DASHBOARD_PORT"] = str(DASHBOARD_PORT)
@@ -239,6 +262,7 @@ def server_firewall(settings: Settings) -> str:
         allow_list=allow_list,
         server_port=USER_SERVER_PORT,
         hub_port=HUB_PORT,
+        gradebook=5432 if settings.course_id else "",
     )
 
 
@@ -302,6 +326,7 @@ def render_compose(settings: Settings) -> str:
         chp_image=chp_ref(settings),
         config_digest=digest,
         cull_timeout=settings.cull_timeout,
+        gradebook=bool(settings.course_id),
         cull_every=settings.cull_every,
         network=settings.swarm_network,
         homes_dir=settings.homes_dir,
@@ -369,9 +394,9 @@ def apply(ctx: StepContext, hub: HostView) -> Steps:
     changed = False
     for path, mode in ((directory, "0755"), (secrets_dir, "0700"), (f"{directory}/data", "0700")):
         changed |= bool((yield from ensure_directory(hub, path, mode)))
-    for name in SECRETS:
+    for name in secret_names(settings):
         changed |= bool((yield from ensure_secret(hub, f"{secrets_dir}/{name}")))
-    for filename, variables in SECRET_ENV_FILES.items():
+    for filename, variables in secret_env_files(settings).items():
         if hub.probe(secret_env_current_command(secrets_dir, filename, variables)).ok:
             yield Ok(f"secrets for {filename}")
         else:

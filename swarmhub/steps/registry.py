@@ -15,6 +15,7 @@ from swarmhub.steps import (
     docker_engine,
     firewall,
     fit,
+    gradebook,
     homes,
     hub,
     images,
@@ -43,6 +44,8 @@ RUNBOOK: tuple[Step, ...] = (
     images.BUILD,
     images.SERVE,
     images.PULL,
+    # Before the hub: its secret (the gradebook's password) is in the hub's secrets then.
+    gradebook.STEP,
     hub.STEP,
     images.PRUNE,
     # The backup host before the hub's backup.setup, which opens (or makes) the repository.
@@ -105,6 +108,12 @@ HELP: dict[str, str] = {
         "hub and chp images, those built now, those in use and the last upgrade's series. The "
         "registry's garbage collection then frees their layers (the registry stops for "
         "seconds: servers start from the nodes' own copy, named by digest)."
+    ),
+    "gradebook.database": (
+        "nbgrader's gradebook in PostgreSQL on the hub (COURSE_ID; nothing without one).\n\n"
+        "Its password is made on the hub the first time (secrets/gradebook_password, 0600, "
+        "never printed) and given to graders' servers only; pg_hba.conf is the same on every "
+        "run (the firewalls decide who reaches port 5432)."
     ),
     "hub.deploy": "Deploy the hub stack with Docker Compose; restart only what changed.",
     "hub.upgrade": (

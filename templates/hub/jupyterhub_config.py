@@ -151,6 +151,20 @@ make_home = home_maker(HOMES_DIR, int(env["HOME_UID"]), int(env["HOME_GID"]))
 c.Spawner.pre_spawn_hook = make_home
 c.SwarmSpawner.volumes = {HOMES_DIR + "/{username}": "/home/jovyan"}  # {username}: escaped
 
+# The course (COURSE_ID, docs/nbgrader.md): each server gets its own view of nbgrader's
+# exchange, mounted by CourseSwarmSpawner.apply_course: students their own submissions only.
+CourseSwarmSpawner.course_id = env.get("COURSE_ID", "")
+CourseSwarmSpawner.graders_group = env.get("GRADERS_GROUP", "graders")
+CourseSwarmSpawner.homes_dir = HOMES_DIR
+CourseSwarmSpawner.home_owner = (int(env["HOME_UID"]), int(env["HOME_GID"]))
+if env.get("GRADEBOOK_PASSWORD"):  # gradebook.database's PostgreSQL (secrets/gradebook.env)
+    CourseSwarmSpawner.gradebook_url = (
+        f"postgresql+psycopg2://nbgrader:{env['GRADEBOOK_PASSWORD']}@"
+        + (env.get("GRADEBOOK_HOST") or "{host}")  # {host}: the swarm manager's address
+        + ":5432/"
+        + env["GRADEBOOK_DB"]
+    )
+
 # Who may log in (AUTHENTICATOR in the env file; OAuth secrets in secrets/auth.env).
 OAUTH_CLASSES = {"github": "github", "google": "google", "oidc": "generic-oauth"}
 authenticator = env["AUTHENTICATOR"]
