@@ -357,7 +357,7 @@ def test_every_user_starts_a_server_after_it_and_the_culler_culls(
     # The env keeps servers 15 minutes (they outlive the upgrade's image builds): the culler
     # is redeployed with 60 s for this test (only its container changes).
     quick = tmp_path / "cull-60.env"
-    quick.write_text(ENV_61.read_text().replace("CULL_TIMEOUT=900", "CULL_TIMEOUT=60"))
+    quick.write_text(ENV_61.read_text().replace("CULL_TIMEOUT=3600", "CULL_TIMEOUT=60"))
     assert run("invoke", "hub.deploy", env_file=quick).returncode == 0
     try:
         dan = student("dan")
