@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,19 @@ def env_with(cluster: Path, tmp_path: Path, name: str, *replacements: tuple[str,
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def keep_busy(person: Student, minutes: int = 30) -> None:
+    """Report ``person``'s running server active ``minutes`` ahead: the suite's culler
+    (CULL_TIMEOUT=60) then leaves it alone while a slow step runs on a busy machine. Stop
+    the server at the end of the test."""
+    when = (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    posted = person.api(
+        "POST",
+        f"/users/{person.name}/activity",
+        json={"lastActivity": when, "servers": {"": {"last_activity": when}}},
+    )
+    assert posted.status_code == 200, posted.text
 
 
 def on_hub(sandbox: Path, command: str) -> str:

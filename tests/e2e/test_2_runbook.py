@@ -4,7 +4,6 @@ HTTPS, gets a server on a node and runs code in a kernel. A second run changes n
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from tests.e2e.conftest import (
     NODES,
     STATE_DIR,
     hub_container_ids,
+    keep_busy,
     node_of,
     on_hub,
     recap,
@@ -82,16 +82,9 @@ def test_a_hub_setting_change_restarts_only_the_hub(cluster: Path, tmp_path: Pat
     alice = student("alice")
     alice.login()
     alice.start_server()
-    # The suite's culler culls after 60 s idle, and a hub restart under load takes longer:
-    # her server counts as busy for 30 minutes (stopped at the end), so that what this test
-    # sees is the restart's doing, not the culler's.
-    busy = (datetime.now(UTC) + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
-    posted = alice.api(
-        "POST",
-        "/users/alice/activity",
-        json={"lastActivity": busy, "servers": {"": {"last_activity": busy}}},
-    )
-    assert posted.status_code == 200, posted.text
+    # A hub restart under load outlasts the suite's 60 s culler: what this test sees must be
+    # the restart's doing, not the culler's.
+    keep_busy(alice)
     before = hub_container_ids(cluster)
     changed_env = tmp_path / "changed.env"
     changed_env.write_text(cluster.read_text().replace("USER_CPU_LIMIT=0.5", "USER_CPU_LIMIT=0.4"))
