@@ -235,6 +235,10 @@ def test_the_lms_module_is_placed_only_for_an_lms(tmp_path: Path) -> None:
         return "/srv/s/swarmhub_lti.py" in [path for path, _, _ in files]
 
     assert placed(LTI) and not placed("AUTHENTICATOR=native\n")
+    # and mounted beside the config in the hub's container, where it imports it from
+    mount = "./swarmhub_lti.py:/srv/jupyterhub/swarmhub_lti.py:ro"
+    assert mount in hub.render_compose(load(tmp_path, LTI))
+    assert mount not in hub.render_compose(load(tmp_path, "AUTHENTICATOR=native\n"))
     assert "LTI13_CONTEXT_ID=course-101\n" in hub.hub_settings_env(load(tmp_path, LTI))
 
 
