@@ -41,9 +41,7 @@ def _cert(
     # the key identifiers Python 3.13's strict verification (VERIFY_X509_STRICT) requires
     builder = builder.add_extension(
         x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False
-    ).add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-    )
+    ).add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
     if issuer is None:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
         builder = builder.add_extension(
