@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode, urlparse
@@ -168,16 +169,17 @@ def test_a_launch_lands_a_new_student_in_the_linked_notebook(
     assert made.returncode == 0, made.stderr
     link = urlparse(made.stdout.strip())
     target = f"{link.path}?{link.query}"
-    assert "ada" not in hub_users(lms_cluster)
+    ada = f"ada-{uuid.uuid4().hex[:6]}"  # new at each run, on a sandbox kept up too
+    assert ada not in hub_users(lms_cluster)
     for attempt in ("first", "second"):  # a second launch, from a new browser session
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
         try:
-            answer = launch(page, "ada", target=target)
+            answer = launch(page, ada, target=target)
             assert answer.status == 302, f"{attempt} launch: {answer.status} {answer.text()[:500]}"
             page.wait_for_url(
-                "**/user/ada/lab/tree/lms-course/lesson.ipynb", timeout=SPAWN_TIMEOUT_MS
+                f"**/user/{ada}/lab/tree/lms-course/lesson.ipynb", timeout=SPAWN_TIMEOUT_MS
             )
             panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
             expect(panel.locator(".jp-Cell").nth(3)).to_contain_text(
@@ -189,7 +191,7 @@ def test_a_launch_lands_a_new_student_in_the_linked_notebook(
             shot = CERT_FILE.parent / f"browser-lms-{attempt}-launch.png"
             page.screenshot(path=str(shot))
             context.close()
-    assert hub_users(lms_cluster)["ada"] == [STUDENTS]
+    assert hub_users(lms_cluster)[ada] == [STUDENTS]
 
 
 @pytest.mark.parametrize(
