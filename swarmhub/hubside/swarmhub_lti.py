@@ -8,10 +8,17 @@ decides: a launch from any course but the one of LTI13_CONTEXT_ID is refused (a 
 for a whole LMS account would otherwise let in every account of it), and the LMS roles give
 the user's groups (manage_groups): instructors and TAs the graders group, everyone else the
 students group, at every launch, so a role changed in the LMS counts from the next launch.
+
+ltiauthenticator's nonce check compares the token's nonce with the nonce cookie only: a
+launch captured whole (its form and cookies) could be sent again until the token expires.
+The authenticator remembers the nonces of the launches it accepted until their tokens expire
+(NonceLedger) and refuses one seen before; the hub's memory only, so a replay across a hub
+restart within the token's lifetime (minutes) is not caught.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -55,6 +62,29 @@ def check_context(token: Mapping[str, Any], context_id: str) -> None:
         )
 
 
+class NonceLedger:
+    """The nonces of accepted launches, each kept until its token's expiry (exp)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def check_and_record(self, token: Mapping[str, Any], now: float | None = None) -> None:
+        """Refuse a launch without a nonce, or whose nonce was seen before; record it."""
+        now = time.time() if now is None else now
+        self._until = {nonce: until for nonce, until in self._until.items() if until > now}
+        nonce = token.get("nonce")
+        if not isinstance(nonce, str) or not nonce:
+            raise LoginError("This launch has no nonce: start again from the course's link.")
+        if nonce in self._until:
+            raise LoginError(
+                "This launch was already used (its nonce was seen before): start again from "
+                "the course's link in the LMS."
+            )
+        exp = token.get("exp")
+        # a token without exp does not get here (ltiauthenticator requires it): an hour then
+        self._until[nonce] = float(exp) if isinstance(exp, int | float) else now + 3600
+
+
 def user_groups(
     name: str,
     roles: Iterable[str],
@@ -80,9 +110,14 @@ class SwarmhubLTI13Authenticator(LTI13Authenticator):
     students_group = Unicode("students", config=True, help="Group of everyone else.")
     profile_groups = Dict(config=True, help="The profiles file's groups: name -> members.")
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nonces = NonceLedger()
+
     async def authenticate(self, handler: Any, data: dict[str, Any] | None = None) -> dict:
         token = data or {}
         check_context(token, self.context_id)
+        self.nonces.check_and_record(token)
         model = await super().authenticate(handler, token)
         roles = token.get(ROLES_CLAIM) or []
         model["groups"] = user_groups(

@@ -338,6 +338,7 @@ def render_compose(settings: Settings) -> str:
         chp_address=overlay.chp,
         hub_address=overlay.hub,
         profiles=PROFILES_JSON if settings.profiles_file is not None else "",
+        lti=settings.authenticator == "lti13",
         dashboard=settings.metrics == "on",
     )
 

@@ -11,6 +11,8 @@ import asyncio
 import json
 import runpy
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +134,8 @@ def test_the_lms_owns_its_groups_and_the_profiles_file_the_others() -> None:
 
 def token(roles: list[str], context: str = "course-101") -> dict:
     return {
+        "nonce": uuid.uuid4().hex,
+        "exp": time.time() + 300,
         "sub": "8f3c-student",
         "email": "ada@example.edu",
         "https://purl.imsglobal.org/spec/lti/claim/context": {"id": context},
@@ -151,6 +155,28 @@ def test_the_authenticator_returns_the_groups_at_each_launch() -> None:
     assert made_ta["groups"] == ["gpu", "graders"]
     with pytest.raises(lti.LoginError):
         asyncio.run(authenticator.authenticate(None, token([INSTRUCTOR], "course-202")))
+
+
+def test_a_replayed_launch_is_refused() -> None:
+    """ltiauthenticator compares the nonce with the launch's cookie only: a launch captured
+    whole (form and cookies) is refused the second time, until its token expires."""
+    authenticator = lti.SwarmhubLTI13Authenticator(context_id="course-101", username_key="sub")
+    launch = token([LEARNER])
+    asyncio.run(authenticator.authenticate(None, launch))
+    with pytest.raises(lti.LoginError, match="already used"):
+        asyncio.run(authenticator.authenticate(None, dict(launch)))
+    with pytest.raises(lti.LoginError, match="no nonce"):
+        asyncio.run(authenticator.authenticate(None, {**token([LEARNER]), "nonce": ""}))
+    asyncio.run(authenticator.authenticate(None, token([LEARNER])))  # a new launch: fine
+
+
+def test_nonces_are_forgotten_once_their_tokens_expire() -> None:
+    ledger = lti.NonceLedger()
+    ledger.check_and_record({"nonce": "n1", "exp": 1000}, now=900)
+    with pytest.raises(lti.LoginError):
+        ledger.check_and_record({"nonce": "n1", "exp": 1000}, now=999)
+    ledger.check_and_record({"nonce": "n2", "exp": 2000}, now=1001)  # n1 dropped
+    assert set(ledger._until) == {"n2"}
 
 
 # --- the hub's config ---
@@ -209,6 +235,10 @@ def test_the_lms_module_is_placed_only_for_an_lms(tmp_path: Path) -> None:
         return "/srv/s/swarmhub_lti.py" in [path for path, _, _ in files]
 
     assert placed(LTI) and not placed("AUTHENTICATOR=native\n")
+    # and mounted beside the config in the hub's container, where it imports it from
+    mount = "./swarmhub_lti.py:/srv/jupyterhub/swarmhub_lti.py:ro"
+    assert mount in hub.render_compose(load(tmp_path, LTI))
+    assert mount not in hub.render_compose(load(tmp_path, "AUTHENTICATOR=native\n"))
     assert "LTI13_CONTEXT_ID=course-101\n" in hub.hub_settings_env(load(tmp_path, LTI))
 
 
