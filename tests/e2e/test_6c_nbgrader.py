@@ -105,10 +105,14 @@ def people(cluster: Path) -> dict[str, Student]:
 
 
 # What a run leaves, put back before the next (a failed run too: done first, not last). Each
-# through the server that may: a student empties only her own inbound (no grader's server can
-# write there: read-only to graders), the grader the course, the graders' exchange and the
-# gradebook's ps1 and students (nbgrader's own `db ... remove`; missing ones are no error).
-STUDENT_RESET = f"rm -rf ps1 && find {EXCHANGE}/inbound -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +"
+# through the server that may: a student empties her own inbound (read-only to graders) and
+# nbgrader's cache of her submissions in her home (the forged bob6c+ps1 one among them); the
+# grader the course, the graders' exchange and the gradebook's ps1 and students (nbgrader's
+# own `db ... remove`; missing ones are no error).
+STUDENT_RESET = (
+    f"rm -rf ps1 .local/share/jupyter/nbgrader_cache/{COURSE} && "
+    f"find {EXCHANGE}/inbound -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +"
+)
 GRADER_RESET = (
     "cd /srv/nbgrader/course && rm -rf source/ps1 release/ps1 submitted autograded feedback "
     f"{EXCHANGE}/outbound/ps1 && "
