@@ -55,7 +55,7 @@ SELECT st.id, a.name,
     FROM grade g JOIN submitted_notebook sn ON g.notebook_id = sn.id
     WHERE sn.assignment_id = sa.id) END,
   (SELECT COALESCE(SUM(gc.max_score), 0)
-   FROM grade_cells gc JOIN base_cells bc ON gc.id = bc.id
+   FROM grade_cells gc JOIN base_cell bc ON gc.id = bc.id
    JOIN notebook n ON bc.notebook_id = n.id WHERE n.assignment_id = a.id)
 FROM student st CROSS JOIN assignment a
 LEFT JOIN submitted_assignment sa ON sa.student_id = st.id AND sa.assignment_id = a.id
