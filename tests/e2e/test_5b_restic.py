@@ -39,7 +39,9 @@ HOME = f"{SETTINGS.homes_dir}/alice"
 
 
 def invoke(env: Path, *argv: str) -> str:
-    result = run("invoke", *argv, env_file=env, timeout=900)
+    # 1800 s, as the suite's own deploy: the module's first is a cold cluster.all, which took
+    # longer than 900 s once beside the suite and two more sandboxes.
+    result = run("invoke", *argv, env_file=env, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     return result.stdout
 
