@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
     PROXY,
     SETTINGS,
     VMS,
+    keep_busy,
     node_of,
     on_hub,
     recap,
@@ -130,6 +131,7 @@ def restart(env_file: Path, who: Student) -> None:
     server_gone(who)
     containers_gone(env_file, who.name)
     who.start_server()
+    keep_busy(who)
 
 
 def start_on(env_file: Path, name: str, node: str) -> Student:
@@ -182,16 +184,19 @@ def from_a_bare_container(env_file: Path, node: str, host: str, port: int) -> st
 
 
 @pytest.fixture(scope="module")
-def alice_logged_in(cluster: Path) -> Student:
+def alice_logged_in(cluster: Path) -> Iterator[Student]:
     who = student("alice")
     who.login()
-    return who
+    yield who
+    who.stop_server()
 
 
 @pytest.fixture
 def alice(alice_logged_in: Student) -> Student:
-    """alice with her server running (started again if a quick culler stopped it)."""
+    """alice with her server running (started again if a restart stopped it), reported active
+    ahead: a probe of many blocked ports on a busy machine outlasts the suite's 60 s culler."""
     alice_logged_in.start_server()
+    keep_busy(alice_logged_in)
     return alice_logged_in
 
 
