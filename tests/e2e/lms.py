@@ -9,6 +9,8 @@ with the sandbox VM image's python3):
   an auto-submitting form POST (cross-site) to the tool's OIDC login initiation,
   TOOL/hub/lti13/oauth_login, with iss, login_hint, target_link_uri, lti_message_hint and
   client_id.
+- GET /course?<the same>: a course page that opens the tool inside the page, in an iframe of
+  the LMS's own origin, as Canvas's "embed" placement does (the hub's LTI_IFRAME).
 - GET /authorize: the platform's OIDC authorization endpoint, where the hub sends the browser
   with its state and nonce: an auto-submitting form POST of a signed id_token (RS256) and the
   state to the tool's redirect_uri (TOOL/hub/lti13/oauth_callback), as LTI 1.3 does it.
@@ -104,6 +106,11 @@ class Platform(http.server.BaseHTTPRequestHandler):
             self.reply(200, json.dumps({"keys": [jwk]}).encode(), "application/json")
         elif url.path == "/launch":
             self.launch(args)
+        elif url.path == "/course":
+            src = html.escape("/launch?" + url.query, quote=True)
+            page = f'<!doctype html><title>Course</title><iframe id="tool" src="{src}" '
+            page += 'width="1200" height="740"></iframe>'
+            self.reply(200, page.encode())
         elif url.path == "/authorize":
             self.authorize(args)
         elif url.path == "/health":
