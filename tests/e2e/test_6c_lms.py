@@ -134,13 +134,15 @@ def launch(
     target: str = "/hub/home",
     context: str = CONTEXT,
     fault: str = "",
+    via: str = "launch",
 ) -> Response:
-    """A launch from the stand-in LMS's course page: the hub's answer at its callback."""
+    """A launch from the stand-in LMS's course page (``via``: ``launch``, the page's link,
+    or ``course``, the page framing the tool): the hub's answer at its callback."""
     query = urlencode(
         {"sub": sub, "roles": roles, "target": target, "context": context, "fault": fault}
     )
     with page.expect_response(lambda r: "/hub/lti13/oauth_callback" in r.url) as answer:
-        page.goto(f"{LMS_URL}/launch?{query}")
+        page.goto(f"{LMS_URL}/{via}?{query}")
     return answer.value
 
 
@@ -290,12 +292,12 @@ def test_a_launch_inside_the_lms_iframe_lands_in_jupyterlab(page: Page, lms_clus
     launch's cross-site posts, the hub's and the server's cookies (SameSite=None) and the
     frame-ancestors header would let JupyterLab open inside the LMS's page. Strict: a browser
     or a cookie change (partitioned cookies, CHIPS) that makes it pass is noticed."""
-    assert SETTINGS.values.get("LTI_IFRAME") == f"https://{LMS_ADDRESS}:8443"
+    assert SETTINGS.values.get("LTI_IFRAME") == LMS_URL
     grace = f"grace-{uuid.uuid4().hex[:6]}"
-    query = urlencode({"sub": grace, "roles": "Learner", "target": "/hub/user-redirect/lab"})
-    page.goto(f"{LMS_URL}/course?{query}")
     lab = page.frame_locator("#tool")
     try:
+        answer = launch(page, grace, target="/hub/user-redirect/lab", via="course")
+        assert answer.status == 302, f"{answer.status} {answer.text()[:500]}"
         expect(lab.locator("#jp-main-dock-panel")).to_be_visible(timeout=SPAWN_TIMEOUT_MS)
     finally:
         page.screenshot(path=str(CERT_FILE.parent / "browser-lms-iframe.png"))

@@ -130,6 +130,12 @@ def restart(env_file: Path, who: Student) -> None:
     who.stop_server()
     server_gone(who)
     containers_gone(env_file, who.name)
+    start_kept_busy(who)
+
+
+def start_kept_busy(who: Student) -> None:
+    """``who``'s server started (if it is not running) and reported active ahead: a probe of
+    many blocked ports on a busy machine outlasts the suite's 60 s culler."""
     who.start_server()
     keep_busy(who)
 
@@ -193,10 +199,8 @@ def alice_logged_in(cluster: Path) -> Iterator[Student]:
 
 @pytest.fixture
 def alice(alice_logged_in: Student) -> Student:
-    """alice with her server running (started again if a restart stopped it), reported active
-    ahead: a probe of many blocked ports on a busy machine outlasts the suite's 60 s culler."""
-    alice_logged_in.start_server()
-    keep_busy(alice_logged_in)
+    """alice with her server running, spared from the culler (start_kept_busy)."""
+    start_kept_busy(alice_logged_in)
     return alice_logged_in
 
 
