@@ -146,13 +146,40 @@ def test_ten_more_megabytes_grow_the_repository_by_about_ten(
         alice.run_code("import os; os.remove('big.bin')")
 
 
+KILLED = "swarmhub-killed-backup"
+
+
+def kill_a_backup_holding_its_lock(env: Path) -> None:
+    """Start a backup and SIGKILL it (no clean-up) once its lock is in the repository.
+
+    Killed when its lock is seen, not after a fixed delay: 4 s was before restic had taken
+    its lock on a busy machine, and could be after the backup's end on a quiet one.
+    """
+    on_hub(env, f"sudo systemd-run --quiet --collect --unit={KILLED} {backup.SCRIPT} run")
+    locks = f"sudo ls {REPOSITORY}/locks | wc -l"
+    deadline = time.monotonic() + 300
+    while int(on(env, BACKUP_HOST, locks)) == 0:
+        running = on_hub(env, f"systemctl is-active {KILLED} || true").strip()
+        assert running in {"active", "activating"}, (
+            f"the backup ended before its lock was seen: {running}"
+        )
+        assert time.monotonic() < deadline, "the backup took no lock in 300 s"
+        time.sleep(0.5)
+    # Every process of the unit (the script, restic, its ssh) at once.
+    on_hub(env, f"sudo systemctl kill --signal=KILL {KILLED}")
+    while on_hub(env, f"systemctl is-active {KILLED} || true").strip() in {
+        "active",
+        "deactivating",
+    }:
+        time.sleep(0.5)
+    assert int(on(env, BACKUP_HOST, locks)) >= 1, "the killed backup's lock is gone"
+
+
 def test_a_stale_lock_is_cleared_by_the_next_run(deployed: Path) -> None:
     # A backup killed mid-way (SIGKILL: no clean-up) leaves its lock in the repository.
     on_hub(deployed, f"sudo head -c 300M /dev/urandom | sudo tee {HOME}/stale.bin >/dev/null")
     try:
-        on_hub(deployed, f"sudo timeout -s KILL 4 {backup.SCRIPT} run || true")
-        locks = on(deployed, BACKUP_HOST, f"sudo ls {REPOSITORY}/locks | wc -l")
-        assert int(locks) >= 1, "the killed backup left no lock: it ended too soon"
+        kill_a_backup_holding_its_lock(deployed)
         result = run("invoke", "backup.run", env_file=deployed, timeout=900)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr
         assert "pruning old ones failed" not in result.stdout + result.stderr
