@@ -29,6 +29,9 @@ IMAGE_NAMES = ("hub", "user")
 BASE_SUITE = "trixie"
 LOCAL_BASE = f"swarmhub/debian:{BASE_SUITE}"
 REGISTRY_CONFIG_PATH = "/etc/docker/registry/config.yml"
+# What building user/wait-for-kernel/ where it lies leaves (git ignores it): never part of a
+# build context, whose digest is the image's tag.
+LOCAL_BUILD_OUTPUT = frozenset({"node_modules", "labextension"})
 
 
 def registry_config(settings: Settings) -> str:
@@ -75,7 +78,9 @@ def context_files(name: str, series: str = DEFAULT_SERIES) -> dict[str, bytes]:
     files = {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "extra-ca.pem"
+        if p.is_file()
+        and p.name != "extra-ca.pem"
+        and not LOCAL_BUILD_OUTPUT & set(p.relative_to(folder).parts)
     }
     if overlay is not None:
         for path in sorted((overlay / name).rglob("*")):

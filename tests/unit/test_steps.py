@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,6 +116,27 @@ def test_image_refs_are_pinned_by_content(env) -> None:
     assert ref == images.image_ref(env, "user")
     assert images.image_ref(env, "hub") != ref
     assert "chp/package.json" in images.context_files("hub")
+
+
+def test_wait_for_kernel_is_built_against_the_locked_jupyterlab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extension's core (@jupyterlab/core-meta) is the JupyterLab of each series' lock;
+    what a build in place leaves is not part of the context."""
+    package = json.loads(images.context_files("user")["wait-for-kernel/package.json"])
+    core = package["devDependencies"]["@jupyterlab/core-meta"]
+    for series in settings.JUPYTERHUB_SERIES:
+        assert images.locked_version("jupyterlab", series, image="user") == core
+    assert (
+        "@jupyterlab/notebook-extension:cell-executor"
+        in (package["jupyterlab"]["disabledExtensions"])
+    )
+    built = tmp_path / "user/wait-for-kernel/node_modules/x/index.js"
+    built.parent.mkdir(parents=True)
+    built.write_text("x")
+    (tmp_path / "user/Dockerfile").write_text("FROM x")
+    monkeypatch.setattr(images, "IMAGES_DIR", tmp_path)
+    assert list(images.context_files("user")) == ["Dockerfile"]
 
 
 def test_pulled_images_are_used_as_named(tmp_path: Path) -> None:
