@@ -29,6 +29,8 @@ IMAGE_NAMES = ("hub", "user")
 BASE_SUITE = "trixie"
 LOCAL_BASE = f"swarmhub/debian:{BASE_SUITE}"
 REGISTRY_CONFIG_PATH = "/etc/docker/registry/config.yml"
+# Labels the images of a Dockerfile's build stages (LABEL in each stage), removed after a build.
+BUILD_STAGE_LABEL = "org.swarmhub.build-stage"
 # What building user/wait-for-kernel/ where it lies leaves (git ignores it): never part of a
 # build context, whose digest is the image's tag.
 LOCAL_BUILD_OUTPUT = frozenset({"node_modules", "labextension"})
@@ -330,6 +332,9 @@ def build_command(ref: str, base: str, context: str, extra: str = "") -> str:
     return (
         f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
         f"--build-arg BASE={shlex.quote(base)} {extra}--tag {shlex.quote(ref)} . > build.log 2>&1"
+        # A build stage's image (the user image's node, ~700 MB) is left untagged: without
+        # this, every rebuild of a term would leave one more on the hub's disk.
+        f" && docker image prune --force --filter label={BUILD_STAGE_LABEL} >/dev/null"
     )
 
 
