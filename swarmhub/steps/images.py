@@ -332,9 +332,6 @@ def build_command(ref: str, base: str, context: str, extra: str = "") -> str:
     return (
         f"cd {shlex.quote(context)} && DOCKER_BUILDKIT=0 docker build --network host "
         f"--build-arg BASE={shlex.quote(base)} {extra}--tag {shlex.quote(ref)} . > build.log 2>&1"
-        # A build stage's image (the user image's node, ~700 MB) is left untagged: without
-        # this, every rebuild of a term would leave one more on the hub's disk.
-        f" && docker image prune --force --filter label={BUILD_STAGE_LABEL} >/dev/null"
     )
 
 
@@ -351,6 +348,10 @@ def parallel_build_command(builds: list[tuple[str, str, str]]) -> str:
             f"wait $pid{index} || {{ failed=1; echo 'building {ref} failed:' >&2; "
             f"tail -n 15 {shlex.quote(context)}/build.log >&2; }}"
         )
+    # A build stage's image (the user image's node, ~700 MB) is left untagged: without this,
+    # every rebuild in a term would leave one more on the hub's disk. Only once every build
+    # has ended: until its last stage copies from it, a stage's image is as untagged as this.
+    lines.append(f"docker image prune --force --filter label={BUILD_STAGE_LABEL} >/dev/null")
     lines.append("exit ${failed:-0}")
     return "\n".join(lines)
 

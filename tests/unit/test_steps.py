@@ -224,3 +224,14 @@ def test_a_files_state_is_one_round_trip() -> None:
     assert parse_file_state(f"644 root\n{digest}  /etc/x\n") == (["644", "root"], digest)
     assert parse_file_state("") == ([], None)  # missing
     assert parse_file_state("600 root\n") == (["600", "root"], None)  # unreadable
+
+
+def test_build_stages_are_pruned_only_after_every_parallel_build() -> None:
+    # A stage's image is untagged until its image's last stage copies from it: pruning
+    # after the first build to end removed the user image's node stage mid-build.
+    command = images.parallel_build_command([("r/hub:1", "b", "/c/hub"), ("r/user:1", "b", "/c/u")])
+    lines = command.splitlines()
+    prune = next(i for i, line in enumerate(lines) if "docker image prune" in line)
+    assert images.BUILD_STAGE_LABEL in lines[prune]
+    assert all(i < prune for i, line in enumerate(lines) if line.startswith("wait "))
+    assert all("prune" not in line for line in lines[:prune])
