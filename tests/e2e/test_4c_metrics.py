@@ -119,8 +119,10 @@ def test_prometheus_counts_a_login_storm_of_twenty(cluster: Path, tmp_path: Path
         with ThreadPoolExecutor(max_workers=len(students)) as pool:
             list(pool.map(arrive, students))
         print(f"{len(students)} servers started in {time.monotonic() - started_at:.0f} s")
-        # the start-duration histogram counted every start
-        deadline = time.monotonic() + 60
+        # the start-duration histogram counted every start (within 3 minutes: on a busy
+        # machine the hub's scrapes can time out for a minute after a storm, Prometheus then
+        # still holding a count of mid-storm)
+        deadline = time.monotonic() + 180
         while True:
             same_hub = [r["value"][1] for r in query(cluster, HUB_STARTED)] == started
             counted = query(cluster, SPAWNS)
