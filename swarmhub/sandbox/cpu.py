@@ -53,6 +53,32 @@ def usage_seconds(directory: Path) -> float | None:
     return None
 
 
+def vm_memory_cgroup(container_id: str, root: Path = CGROUP_ROOT) -> Path | None:
+    """The memory cgroup of one of the provisioner's containers (v1: the memory controller's
+    own tree; v2: the same directory as its CPU), None when the machine has neither layout."""
+    for candidate in (
+        root / "memory" / "docker" / container_id,
+        root / "docker" / container_id,
+        root / "system.slice" / f"docker-{container_id}.scope",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def rss_bytes(directory: Path) -> int:
+    """Resident memory of the cgroup at ``directory``: v1's total_rss, v2's anon (no page
+    cache); 0 if unreadable."""
+    try:
+        for line in (directory / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("total_rss", "anon"):
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def inner_cgroups(vm: Path) -> Iterable[tuple[str, Path]]:
     """(short id, cgroup) of each container of the VM's own engine: ``docker/<id>`` (the
     cgroupfs driver) or ``system.slice/docker-<id>.scope`` (systemd)."""

@@ -66,3 +66,18 @@ def test_a_vm_that_came_up_during_the_storm_is_not_counted_from_zero() -> None:
 def test_no_start_is_an_error_not_a_division_by_zero() -> None:
     with pytest.raises(ValueError):
         cpu.cost_per_start({}, {}, starts=0, storm_seconds=1)
+
+
+def test_memory_of_a_vm_v1_and_v2(tmp_path: Path) -> None:
+    v1 = tmp_path / "memory" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "memory.stat").write_text("cache 4096\ntotal_rss 8192\n")
+    v2 = tmp_path / "system.slice" / "docker-def.scope"
+    v2.mkdir(parents=True)
+    (v2 / "memory.stat").write_text("anon 1024\nfile 2048\n")
+    assert cpu.vm_memory_cgroup("abc", root=tmp_path) == v1
+    assert cpu.rss_bytes(v1) == 8192
+    assert cpu.vm_memory_cgroup("def", root=tmp_path) == v2
+    assert cpu.rss_bytes(v2) == 1024
+    assert cpu.vm_memory_cgroup("zzz", root=tmp_path) is None
+    assert cpu.rss_bytes(tmp_path / "gone") == 0
