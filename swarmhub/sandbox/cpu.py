@@ -144,3 +144,53 @@ def cost_per_start(
         )
         costs.append(VmCost(vm, (total - baseline) / starts, inner / starts))
     return costs
+
+
+# --- where a VM's CPU goes, by process: what its cgroup's total does not say ---
+
+CLOCK_TICKS = 100  # USER_HZ: /proc/PID/stat's times are in these on every Linux we run on
+
+# `cat` of every /proc/PID/stat of a VM, run inside it (its own PID namespace; the
+# containers of its engine are nested in it, so their processes are listed too).
+PROCESS_STATS_COMMAND = ("sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null")
+
+
+@dataclass(frozen=True)
+class ProcessTimes:
+    """One process: its name, when it started (clock ticks since boot: with the PID, it tells
+    a process from a later one of the same PID) and its CPU seconds, its reaped children's
+    included (a short-lived helper's time shows in the process that waited for it)."""
+
+    command: str
+    started: int
+    seconds: float
+
+
+def parse_process_stats(text: str) -> dict[int, ProcessTimes]:
+    """/proc/PID/stat lines -> {pid: times}. The name is between the first ``(`` and the
+    last ``)`` (it may hold spaces); fields after it count from the state (field 3)."""
+    processes: dict[int, ProcessTimes] = {}
+    for line in text.splitlines():
+        head, _, rest = line.rpartition(")")
+        pid_text, _, command = head.partition(" (")
+        fields = rest.split()
+        if not pid_text.strip().isdigit() or len(fields) < 20:
+            continue
+        # fields[0] is field 3 (state): utime 14, stime 15, cutime 16, cstime 17, starttime 22
+        ticks = sum(int(fields[index]) for index in (11, 12, 13, 14))
+        processes[int(pid_text)] = ProcessTimes(command, int(fields[19]), ticks / CLOCK_TICKS)
+    return processes
+
+
+def by_command(
+    before: Mapping[int, ProcessTimes], after: Mapping[int, ProcessTimes]
+) -> dict[str, float]:
+    """CPU seconds each command used between two readings of one VM: a process seen in both
+    its difference, a process started since all of its time. A process that started and
+    ended between them counts in its parent's (if the parent was there at the end)."""
+    used: dict[str, float] = {}
+    for pid, now in after.items():
+        then = before.get(pid)
+        earlier = then.seconds if then and then.started == now.started else 0.0
+        used[now.command] = used.get(now.command, 0.0) + now.seconds - earlier
+    return used

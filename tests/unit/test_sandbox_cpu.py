@@ -81,3 +81,33 @@ def test_memory_of_a_vm_v1_and_v2(tmp_path: Path) -> None:
     assert cpu.rss_bytes(v2) == 1024
     assert cpu.vm_memory_cgroup("zzz", root=tmp_path) is None
     assert cpu.rss_bytes(tmp_path / "gone") == 0
+
+
+def stat_line(pid: int, command: str, utime: int, stime: int, started: int, cutime: int = 0) -> str:
+    """A /proc/PID/stat line with the fields by_command reads (the rest zeros)."""
+    fields = ["S", "1"] + ["0"] * 9 + [str(utime), str(stime), str(cutime), "0"]
+    fields += ["0"] * 4 + [str(started)] + ["0"] * 10
+    return f"{pid} ({command}) {' '.join(fields)}"
+
+
+def test_process_stats_parse_names_with_spaces_and_parentheses() -> None:
+    text = "\n".join(
+        [stat_line(7, "containerd-shim", 150, 50, 300), stat_line(9, "a (b) c", 1, 1, 5, cutime=8)]
+    )
+    parsed = cpu.parse_process_stats(text + "\nnot a stat line\n")
+    assert parsed[7] == cpu.ProcessTimes("containerd-shim", 300, 2.0)
+    assert parsed[9] == cpu.ProcessTimes("a (b) c", 5, 0.1)
+
+
+def test_by_command_counts_new_processes_whole_and_a_reused_pid_as_new() -> None:
+    before = {
+        1: cpu.ProcessTimes("dockerd", 10, 5.0),
+        2: cpu.ProcessTimes("sshfs", 20, 1.0),
+        3: cpu.ProcessTimes("gone", 30, 9.0),
+    }
+    after = {
+        1: cpu.ProcessTimes("dockerd", 10, 7.5),
+        2: cpu.ProcessTimes("python3", 999, 0.5),  # PID 2 reused by a new process
+        4: cpu.ProcessTimes("python3", 1000, 1.0),
+    }
+    assert cpu.by_command(before, after) == {"dockerd": 2.5, "python3": 1.5}
