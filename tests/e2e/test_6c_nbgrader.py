@@ -133,6 +133,22 @@ def fresh_course(people: dict[str, Student]) -> dict[str, Student]:
     return people
 
 
+def assert_assignment_list_and_validate(student: Student) -> None:
+    """The student's server serves nbgrader's assignment list (ps1 fetched and submitted)
+    and validates a notebook, as JupyterLab's nbgrader panel and button ask them."""
+    server = f"{student.base_url}/user/{student.name}"
+    xsrf = {"X-XSRFToken": student._xsrf(f"/user/{student.name}/")}
+    listed = student.http.get(f"{server}/assignments", params={"course_id": COURSE}, timeout=60)
+    assert listed.status_code == 200 and listed.json()["success"], listed.text[:300]
+    assert "ps1" in {a["assignment_id"] for a in listed.json()["value"]}, listed.text[:300]
+    version = student.http.get(f"{server}/nbgrader_version", params={"version": "0"}, timeout=30)
+    assert version.status_code == 200 and not version.json()["success"], version.text[:300]
+    checked = student.http.post(
+        f"{server}/assignments/validate", data={"path": "ps1/ps1.ipynb"}, headers=xsrf, timeout=120
+    )
+    assert checked.status_code == 200 and checked.json()["success"], checked.text[:300]
+
+
 def test_release_submit_collect_autograde_across_nodes(
     cluster: Path, fresh_course: dict[str, Student]
 ) -> None:
@@ -149,6 +165,9 @@ def test_release_submit_collect_autograde_across_nodes(
     for who, body in ((alice, "return x * x"), (bob, "return x + x")):
         ok(who, "rm -rf ps1 && nbgrader fetch_assignment ps1", answer_with(body))
         ok(who, "nbgrader submit ps1")
+    # nbgrader's student extensions, loaded at their first request (swarmhub_nbgrader_lazy):
+    # the assignment list JupyterLab shows, and its Validate button, through the proxy
+    assert_assignment_list_and_validate(alice)
 
     # --- from alice's kernel: nothing of bob's, nothing of the course's ---
     seen = shell(
